@@ -1,0 +1,198 @@
+"""The aggregate: dense int64 bucket counts per (dimension set, metric), stored as arrays.
+
+An `Aggregate` is what partitions produce, what the tree reduction merges and what a snapshot run stores. Its
+tables (dimensions, metrics) are small Python lists; its cells are numpy arrays, so merging is vectorised and
+what crosses the network is arrays. Every count is non-negative (docs/semantics.md), so saturating at the
+int64 maximum is the same as clamping the exact total: nothing wraps around.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aggregator.layouts import Layout
+from aggregator.stats import RunStats
+
+INT64_MAX = int(np.iinfo(np.int64).max)
+_SAFE_TOTAL = 2.0**62  # below this, int64 addition of non-negative values cannot overflow
+
+BUILD_ID_COLUMNS = (
+    "submission_date",
+    "channel",
+    "version",
+    "build_id",
+    "application",
+    "architecture",
+    "os",
+    "os_version",
+)
+SUBMISSION_DATE_COLUMNS = tuple(c for c in BUILD_ID_COLUMNS if c != "build_id")
+KIND_COLUMNS = {"build_id": BUILD_ID_COLUMNS, "submission_date": SUBMISSION_DATE_COLUMNS}
+
+Metric = tuple[str, str, str, Layout]  # name, label, process, layout
+
+
+def saturating_add_at(target: np.ndarray, positions: np.ndarray, values: np.ndarray) -> int:
+    """`target[positions] += values` (repeated positions add up) for non-negative values, clamped at the
+    int64 maximum. Returns how many cells were clamped."""
+    if len(positions) == 0:
+        return 0
+    headroom = float(values.sum(dtype=np.float64)) + float(target[positions].max())
+    if headroom < _SAFE_TOTAL:
+        np.add.at(target, positions, values)
+        return 0
+    totals: dict[int, int] = defaultdict(int)  # exact Python ints, rare path
+    for position, value in zip(positions.tolist(), values.tolist(), strict=True):
+        totals[position] += value
+    clamped = 0
+    for position, value in totals.items():
+        total = int(target[position]) + value
+        if total > INT64_MAX:
+            total, clamped = INT64_MAX, clamped + 1
+        target[position] = total
+    return clamped
+
+
+@dataclass
+class Aggregate:
+    """Cells keyed by (dimension set, metric); row r has buckets histogram[row_offset[r]:row_offset[r+1]]."""
+
+    columns: tuple[str, ...]
+    dimensions: list[tuple[str, ...]]
+    metrics: list[Metric]
+    row_dimension: np.ndarray  # int32 (R,)
+    row_metric: np.ndarray  # int32 (R,)
+    row_offset: np.ndarray  # int64 (R+1,)
+    sums: np.ndarray  # int64 (R,)
+    counts: np.ndarray  # int64 (R,)
+    histogram: np.ndarray  # int64 (N,)
+    stats: RunStats = field(default_factory=RunStats)
+
+    def __len__(self) -> int:
+        return len(self.row_dimension)
+
+    @classmethod
+    def empty(cls, columns: tuple[str, ...] = BUILD_ID_COLUMNS, stats: RunStats | None = None) -> "Aggregate":
+        i32, i64 = np.zeros(0, np.int32), np.zeros(0, np.int64)
+        return cls(columns, [], [], i32, i32, np.zeros(1, np.int64), i64, i64, i64, stats or RunStats())
+
+    def cells(self) -> Iterator[tuple[tuple[str, ...], str, str, str, Layout, list[int], int, int]]:
+        """Every cell as plain values: (dimensions, metric, label, process, layout, counts, sum, count)."""
+        offsets = self.row_offset.tolist()
+        for r, (d, m) in enumerate(zip(self.row_dimension.tolist(), self.row_metric.tolist(), strict=True)):
+            name, label, process, layout = self.metrics[m]
+            counts = self.histogram[offsets[r] : offsets[r + 1]].tolist()
+            total, count = int(self.sums[r]), int(self.counts[r])
+            yield self.dimensions[d], name, label, process, layout, counts, total, count
+
+
+def _sort_key(metric: Metric) -> tuple:
+    name, label, process, layout = metric
+    return name, label, process, layout.kind, layout.bounds, layout.names or ()
+
+
+def rebuild(
+    parts: Sequence[Aggregate],
+    dimension_key: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
+    columns: tuple[str, ...] | None = None,
+    keep: Callable[[tuple[str, ...]], bool] | None = None,
+) -> Aggregate:
+    """Merge `parts` into one canonical aggregate: equal cells summed, tables sorted, rows sorted.
+
+    `dimension_key` maps each dimension set to a new one (cells that then coincide are summed: this is how
+    submission-date aggregates come from build-id ones); `keep` selects dimension sets (one day of several).
+    The result depends only on the cells, never on how they were split into parts.
+    """
+    stats = RunStats()
+    for part in parts:
+        stats.merge(part.stats)
+    columns = columns or parts[0].columns
+    mapped_dims, used_metrics = set(), set()
+    selections = []
+    for part in parts:
+        new_dims = [dimension_key(d) if dimension_key else d for d in part.dimensions]
+        kept = np.array([keep is None or keep(d) for d in part.dimensions], dtype=bool)
+        rows = kept[part.row_dimension] if len(part) else np.zeros(0, dtype=bool)
+        selections.append((new_dims, rows))
+        mapped_dims.update(new_dims[d] for d in set(part.row_dimension[rows].tolist()))
+        used_metrics.update(part.metrics[m] for m in set(part.row_metric[rows].tolist()))
+    dimensions = sorted(mapped_dims)
+    metrics = sorted(used_metrics, key=_sort_key)
+    dim_rank = {d: i for i, d in enumerate(dimensions)}
+    metric_rank = {m: i for i, m in enumerate(metrics)}
+    width = max(len(metrics), 1)
+
+    keys, sizes, histograms, sums, counts = [], [], [], [], []
+    for part, (new_dims, rows) in zip(parts, selections, strict=True):
+        if not rows.any():
+            continue
+        dim_map = np.array([dim_rank.get(d, -1) for d in new_dims], dtype=np.int64)
+        metric_map = np.array([metric_rank.get(m, -1) for m in part.metrics], dtype=np.int64)
+        row_sizes = np.diff(part.row_offset)
+        bucket_rows = np.repeat(rows, row_sizes)
+        keys.append(dim_map[part.row_dimension[rows]] * width + metric_map[part.row_metric[rows]])
+        sizes.append(row_sizes[rows])
+        histograms.append(part.histogram[bucket_rows])
+        sums.append(part.sums[rows])
+        counts.append(part.counts[rows])
+    if not keys:
+        return Aggregate.empty(columns, stats)
+    merged, overflow = _collapse(*(np.concatenate(a) for a in (keys, sizes, histograms, sums, counts)))
+    stats.overflow += overflow
+    unique_keys, row_offset, histogram, row_sums, row_counts = merged
+    return Aggregate(
+        columns,
+        dimensions,
+        metrics,
+        (unique_keys // width).astype(np.int32),
+        (unique_keys % width).astype(np.int32),
+        row_offset,
+        row_sums,
+        row_counts,
+        histogram,
+        stats,
+    )
+
+
+def _collapse(
+    keys: np.ndarray, sizes: np.ndarray, histogram: np.ndarray, sums: np.ndarray, counts: np.ndarray
+) -> tuple[tuple[np.ndarray, ...], int]:
+    """Sum the rows that share a key (their sizes agree: same metric, same layout); rows come out sorted."""
+    unique_keys, group = np.unique(keys, return_inverse=True)
+    new_sizes = np.zeros(len(unique_keys), dtype=np.int64)
+    new_sizes[group] = sizes
+    new_offset = np.zeros(len(unique_keys) + 1, dtype=np.int64)
+    np.cumsum(new_sizes, out=new_offset[1:])
+    old_offset = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=old_offset[1:])
+    bucket_row = np.repeat(np.arange(len(keys)), sizes)
+    targets = new_offset[group][bucket_row] + (np.arange(len(histogram)) - old_offset[bucket_row])
+    new_histogram = np.zeros(int(new_offset[-1]), dtype=np.int64)
+    new_sums = np.zeros(len(unique_keys), dtype=np.int64)
+    new_counts = np.zeros(len(unique_keys), dtype=np.int64)
+    overflow = saturating_add_at(new_histogram, targets, histogram)
+    overflow += saturating_add_at(new_sums, group, sums)
+    overflow += saturating_add_at(new_counts, group, counts)
+    return (unique_keys, new_offset, new_histogram, new_sums, new_counts), overflow
+
+
+def merge(parts: Iterable[Aggregate]) -> Aggregate:
+    """The tree reduction's combine step (a single part is already canonical)."""
+    parts = list(parts)
+    return parts[0] if len(parts) == 1 else rebuild(parts)
+
+
+def drop_build_id(dimensions: tuple[str, ...]) -> tuple[str, ...]:
+    return dimensions[:3] + dimensions[4:]
+
+
+def by_submission_date(build_id: Aggregate) -> Aggregate:
+    """Submission-date aggregates: build-id aggregates summed over build ids."""
+    return rebuild([build_id], dimension_key=drop_build_id, columns=SUBMISSION_DATE_COLUMNS)
+
+
+def one_day(aggregate: Aggregate, date: str) -> Aggregate:
+    """The cells of one submission date."""
+    return rebuild([aggregate], keep=lambda d: d[0] == date)

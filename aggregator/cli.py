@@ -1,0 +1,185 @@
+"""The `aggregator` command line: run, generate, demo."""
+
+import argparse
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from aggregator.inputs import InputError
+from aggregator.job import JobConfig, JobFailed, run_job
+from aggregator.settings import setting
+
+
+def _date(text: str) -> str:
+    if not re.fullmatch(r"\d{8}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYYMMDD")
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar date") from error
+    return text
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("a fraction is between 0 and 1")
+    return value
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="aggregate pings into a snapshot")
+    run.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="hive root (submission_date=YYYYMMDD folders), folder, glob or file; repeatable",
+    )
+    run.add_argument(
+        "--date",
+        action="append",
+        type=_date,
+        default=[],
+        metavar="YYYYMMDD",
+        help="submission date to aggregate; repeatable (required for a hive root)",
+    )
+    run.add_argument("--snapshot", required=True, metavar="URL", help="zarr store to write")
+    run.add_argument(
+        "--scheduler",
+        default=setting("DASK_SCHEDULER_ADDRESS"),
+        metavar="ADDRESS",
+        help="Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)",
+    )
+    run.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    run.add_argument(
+        "--channels",
+        type=lambda s: [c for c in s.split(",") if c],
+        help="comma-separated channels to aggregate (default: nightly, aurora, beta, release)",
+    )
+    run.add_argument(
+        "--definitions",
+        default=setting("HISTOGRAM_DEFINITIONS"),
+        metavar="URL",
+        help="Histograms.json giving bucket layouts",
+    )
+    run.add_argument(
+        "--scalar-definitions",
+        default=setting("SCALAR_DEFINITIONS"),
+        metavar="URL",
+        help="Scalars.yaml giving scalar descriptions",
+    )
+    run.add_argument("--include-fennec", action="store_true", help="aggregate Fennec pings too")
+    run.add_argument(
+        "--max-bad-fraction",
+        type=_fraction,
+        default=0.05,
+        metavar="F",
+        help="fail, writing nothing, when more than this fraction of pings is malformed",
+    )
+    run.add_argument(
+        "--skip-unreadable", action="store_true", help="skip unreadable files (reported) instead of failing"
+    )
+    run.add_argument("--performance-report", metavar="FILE", help="write Dask's HTML performance report")
+    run.add_argument("--split-every", type=int, default=8, help="fan-in of the tree reduction")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser("generate", help="write synthetic pings and matching definitions")
+    generate.add_argument("--output", required=True, metavar="DIR")
+    generate.add_argument("--pings", type=int, default=1000)
+    generate.add_argument("--days", type=int, default=1)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--start-date", type=_date, default="20261101")
+    generate.add_argument("--files-per-day", type=int, default=2)
+    generate.add_argument("--malformed-fraction", type=_fraction, default=0.02)
+    generate.add_argument("--plain", action="store_true", help="write .ndjson instead of .ndjson.gz")
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="generate sample pings and run the job on them, end to end")
+    demo.add_argument("--workdir", default=".demo", metavar="DIR")
+    demo.add_argument("--pings", type=int, default=2000)
+    demo.add_argument("--days", type=int, default=2)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="aggregator", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+    _add_run(commands)
+    _add_generate(commands)
+    _add_demo(commands)
+    return top
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = JobConfig(
+        inputs=args.input,
+        snapshot=args.snapshot,
+        dates=args.date,
+        definitions=args.definitions,
+        scalar_definitions=args.scalar_definitions,
+        channels=args.channels,
+        include_fennec=args.include_fennec,
+        max_bad_fraction=args.max_bad_fraction,
+        skip_unreadable=args.skip_unreadable,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        split_every=args.split_every,
+        performance_report=args.performance_report,
+        progress=not args.no_progress,
+    )
+    summary = run_job(config)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from aggregator.generate import generate_corpus
+
+    summary = generate_corpus(
+        args.output,
+        pings=args.pings,
+        days=args.days,
+        seed=args.seed,
+        start_date=args.start_date,
+        files_per_day=args.files_per_day,
+        malformed_fraction=args.malformed_fraction,
+        compress=not args.plain,
+    )
+    print(f"wrote {summary.pings} pings ({summary.malformed} malformed) for {', '.join(summary.dates)}")
+    size = summary.bytes_uncompressed / 2**20
+    print(f"  {len(summary.files)} files, {size:.1f} MiB of JSON, in {args.output}")
+    print(f"  definitions: {summary.histograms_definitions}, {summary.scalars_definitions}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from aggregator.generate import generate_corpus
+
+    workdir = Path(args.workdir)
+    pings = workdir / "pings"
+    corpus = generate_corpus(str(pings), pings=args.pings, days=args.days, seed=1)
+    print(f"generated {corpus.pings} pings for {', '.join(corpus.dates)} in {pings}")
+    config = JobConfig(
+        inputs=[str(pings)],
+        snapshot=str(workdir / "snapshot"),
+        dates=corpus.dates,
+        definitions=corpus.histograms_definitions,
+        scalar_definitions=corpus.scalars_definitions,
+    )
+    summary = run_job(config)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handlers = {"run": _run, "generate": _generate, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except (InputError, JobFailed) as error:
+        print(f"aggregator: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, InputError) else 1

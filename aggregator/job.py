@@ -1,0 +1,178 @@
+"""The batch job: discover inputs, aggregate them on a Dask cluster, check them, write the snapshot."""
+
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import dask
+import dask.bag as db
+from distributed import Client, LocalCluster, futures_of, performance_report, progress
+
+from aggregator.aggregate import Aggregate, merge
+from aggregator.extract import Options
+from aggregator.inputs import DEFAULT_BLOCKSIZE, discover
+from aggregator.layouts import Definitions
+from aggregator.stats import RunStats
+from aggregator.tasks import aggregate_chunk, write_day
+
+
+class JobFailed(RuntimeError):
+    """The run was stopped before writing anything: too much bad input, or unreadable files."""
+
+
+@dataclass
+class JobConfig:
+    inputs: list[str]
+    snapshot: str
+    dates: list[str] = field(default_factory=list)
+    definitions: str | None = None
+    scalar_definitions: str | None = None
+    channels: list[str] | None = None
+    include_fennec: bool = False
+    max_bad_fraction: float = 0.05
+    skip_unreadable: bool = False
+    scheduler: str | None = None
+    workers: int | None = None
+    dashboard_address: str | None = ":8787"
+    split_every: int = 8
+    blocksize: int = DEFAULT_BLOCKSIZE
+    performance_report: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class JobSummary:
+    snapshot: str
+    dates: list[str]
+    files: int
+    pings: int
+    aggregated: int
+    filtered: Counter
+    malformed: Counter
+    unreadable: dict[str, str]
+    dropped: Counter
+    overflow: int
+    rows: dict[str, dict[str, int]]  # date -> kind -> rows written
+    seconds: float
+
+    def lines(self) -> list[str]:
+        """A human summary."""
+
+        def reasons(counts: Counter) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+        written = sum(n for kinds in self.rows.values() for n in kinds.values())
+        out = [
+            f"pings read       {self.pings} from {self.files} files",
+            f"aggregated       {self.aggregated}",
+            f"filtered         {sum(self.filtered.values())} ({reasons(self.filtered)})",
+            f"malformed        {sum(self.malformed.values())} ({reasons(self.malformed)})",
+            f"skipped inside   {reasons(self.dropped)}; clamped values {self.overflow}",
+        ]
+        out += [f"unreadable       {path}: {error}" for path, error in sorted(self.unreadable.items())]
+        for date, kinds in sorted(self.rows.items()):
+            out.append(f"rows written     {date}: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+        out.append(f"total rows       {written} in {self.snapshot}, {self.seconds:.1f} s")
+        return out
+
+
+@contextlib.contextmanager
+def connect(config: JobConfig) -> Iterator[Client]:
+    """A client of the configured scheduler, or of a LocalCluster of worker processes (one thread each: the
+    aggregation is pure Python, so processes give the parallelism)."""
+    address = config.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    workers = config.workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=config.dashboard_address,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _summary(config: JobConfig, stats: RunStats, dates: list[str], rows: dict, started: float) -> JobSummary:
+    return JobSummary(
+        snapshot=config.snapshot,
+        dates=dates,
+        files=len(stats.files),
+        pings=stats.total("pings"),
+        aggregated=stats.total("aggregated"),
+        filtered=stats.reasons("filtered"),
+        malformed=stats.reasons("malformed"),
+        unreadable=stats.errors,
+        dropped=stats.dropped,
+        overflow=stats.overflow,
+        rows=rows,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _check(config: JobConfig, stats: RunStats, dates: list[str]) -> None:
+    """Refuse to write a snapshot from input that is too broken to trust."""
+    if stats.errors and not config.skip_unreadable:
+        names = "; ".join(f"{path} ({error})" for path, error in sorted(stats.errors.items()))
+        raise JobFailed(f"unreadable input files: {names} (--skip-unreadable skips them)")
+    fraction = stats.bad_fraction()
+    if fraction > config.max_bad_fraction:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats.reasons("malformed").items()))
+        raise JobFailed(
+            f"{fraction:.1%} of pings are malformed ({reasons}), "
+            f"more than --max-bad-fraction {config.max_bad_fraction:.1%}"
+        )
+    aggregated = Counter()
+    for f in stats.files.values():
+        aggregated.update(f.dates)
+    empty = [d for d in dates if not aggregated[d]]
+    if empty:
+        raise JobFailed(f"no pings aggregated for {', '.join(empty)}")
+
+
+def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSummary:
+    """Aggregate the configured inputs and write their snapshot; raises JobFailed, writing nothing, when
+    the input fails the checks."""
+    started = time.perf_counter()
+    chunks = discover(config.inputs, config.dates, config.blocksize)
+    definitions = Definitions.load(config.definitions, config.scalar_definitions)
+    options = Options(
+        dates=frozenset(config.dates) or None,
+        channels=frozenset(config.channels) if config.channels else None,
+        include_fennec=config.include_fennec,
+    )
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(connect(config))
+        if config.performance_report:
+            stack.enter_context(performance_report(filename=config.performance_report))
+        say(f"Dask dashboard: {client.dashboard_link}")
+        say(f"aggregating {len(chunks)} input chunks")
+        total = (
+            db.from_sequence(chunks, npartitions=len(chunks))
+            .map(aggregate_chunk, dask.delayed(definitions, pure=True), options)
+            .reduction(merge, merge, split_every=config.split_every)
+        )
+        (future,) = futures_of(client.persist(total))
+        if config.progress:
+            progress(future)
+            say("")
+        stats: RunStats = client.submit(_stats_of, future).result()
+        dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
+        _check(config, stats, dates)
+        say(f"writing {len(dates)} submission dates to {config.snapshot}")
+        writes = {d: client.submit(write_day, future, config.snapshot, d, definitions) for d in dates}
+        rows = {d: w.result() for d, w in writes.items()}
+    return _summary(config, stats, dates, rows, started)
+
+
+def _stats_of(aggregate: Aggregate) -> RunStats:
+    return aggregate.stats

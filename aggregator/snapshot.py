@@ -1,0 +1,178 @@
+"""The zarr snapshot: one group per (kind, submission date), each pointing at its current run.
+
+Layout and guarantees: docs/snapshot.md. A run is written in full before the date group's `current`
+attribute points at it, so readers never see half a run.
+"""
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import zarr
+from zarr.errors import GroupNotFoundError
+
+from aggregator import __version__
+from aggregator.aggregate import KIND_COLUMNS, Aggregate
+from aggregator.layouts import Layout
+from aggregator.stats import RunStats
+
+FORMAT = "telemetry-aggregates-snapshot"
+FORMAT_VERSION = 1
+KINDS = ("build_id", "submission_date")
+_CHUNK = 1 << 20
+
+
+class SnapshotError(LookupError):
+    """The snapshot has no such group, or was written by an unknown format version."""
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    return np.array(values, dtype=object) if values else np.zeros(0, dtype=str)
+
+
+def _arrays(aggregate: Aggregate) -> dict[str, np.ndarray]:
+    """The run's arrays, named as in docs/snapshot.md."""
+    layouts = sorted({m[3] for m in aggregate.metrics}, key=lambda x: (x.kind, x.bounds, x.names or ()))
+    layout_index = {layout: i for i, layout in enumerate(layouts)}
+    offsets = np.zeros(len(layouts) + 1, dtype=np.int64)
+    np.cumsum([len(layout.bounds) for layout in layouts], out=offsets[1:])
+    arrays = {
+        f"dimensions/{column}": _strings([d[i] for d in aggregate.dimensions])
+        for i, column in enumerate(aggregate.columns)
+    }
+    arrays |= {
+        "metrics/name": _strings([m[0] for m in aggregate.metrics]),
+        "metrics/label": _strings([m[1] for m in aggregate.metrics]),
+        "metrics/process": _strings([m[2] for m in aggregate.metrics]),
+        "metrics/layout": np.array([layout_index[m[3]] for m in aggregate.metrics], dtype=np.int32),
+        "layouts/kind": _strings([layout.kind for layout in layouts]),
+        "layouts/offset": offsets,
+        "layouts/bound": np.array([b for layout in layouts for b in layout.bounds], dtype=np.int64),
+        "layouts/label": _strings([label for layout in layouts for label in layout.labels]),
+        "rows/dimension": aggregate.row_dimension.astype(np.int32),
+        "rows/metric": aggregate.row_metric.astype(np.int32),
+        "rows/sum": aggregate.sums,
+        "rows/count": aggregate.counts,
+        "rows/offset": aggregate.row_offset,
+        "histogram": aggregate.histogram,
+    }
+    return arrays
+
+
+def digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the arrays' names and contents: equal digests, equal data."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        array = arrays[name]
+        h.update(name.encode() + b"\0")
+        if array.dtype.kind in "OUT":
+            h.update("\0".join(map(str, array.tolist())).encode() + b"\1")
+        else:
+            h.update(np.ascontiguousarray(array).tobytes() + b"\1")
+    return h.hexdigest()
+
+
+def write_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
+    """Write a run of (kind, date), then point the date group at it and delete the runs it replaces."""
+    root = zarr.open_group(url, mode="a", zarr_format=3)
+    root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
+    day = root.require_group(f"{kind}/{date}")
+    run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+    run = day.create_group(run_id)
+    arrays = _arrays(aggregate)
+    for name, array in arrays.items():
+        dtype = str if array.dtype.kind in "OUT" else array.dtype
+        chunks = (max(1, min(len(array), _CHUNK)),)  # zarr stores whole chunks: none larger than the array
+        target = run.create_array(name, shape=array.shape, dtype=dtype, chunks=chunks)
+        if len(array):
+            target[:] = array
+    run.attrs.update(
+        {
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "submission_date": date,
+            "run_id": run_id,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "aggregator_version": __version__,
+            "digest": digest(arrays),
+            "rows": len(aggregate),
+        }
+        | attrs
+    )
+    day.attrs["current"] = run_id  # the switch: one small object written whole
+    for name in list(day.group_keys()):
+        if name != run_id:
+            del day[name]
+    return run_id
+
+
+def _current(url: str, kind: str, date: str) -> zarr.Group:
+    try:
+        day = zarr.open_group(url, mode="r", path=f"{kind}/{date}")
+        run = day[day.attrs["current"]]
+    except (GroupNotFoundError, FileNotFoundError, KeyError) as error:
+        raise SnapshotError(f"no {kind} aggregates for {date} in {url}") from error
+    if run.attrs.get("format_version") != FORMAT_VERSION:
+        raise SnapshotError(f"{url} {kind}/{date}: unknown format version {run.attrs.get('format_version')}")
+    return run
+
+
+def read_attrs(url: str, kind: str, date: str) -> dict:
+    """The current run's attributes (metadata only, no arrays read)."""
+    return dict(_current(url, kind, date).attrs)
+
+
+def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
+    """The current run of (kind, date) as an Aggregate, and its attributes."""
+    run = _current(url, kind, date)
+
+    def read(name: str) -> np.ndarray:
+        return run[name][:]
+
+    columns = KIND_COLUMNS[kind]
+    dims = [read(f"dimensions/{c}").tolist() for c in columns]
+    layout_offset = read("layouts/offset").tolist()
+    bounds, labels = read("layouts/bound").tolist(), read("layouts/label").tolist()
+    layouts = []
+    for i, layout_kind in enumerate(read("layouts/kind").tolist()):
+        span = slice(layout_offset[i], layout_offset[i + 1])
+        names = tuple(labels[span]) if layout_kind == "categorical" else None
+        layouts.append(Layout(layout_kind, tuple(bounds[span]), names))
+    metrics = [
+        (name, label, process, layouts[layout])
+        for name, label, process, layout in zip(
+            read("metrics/name").tolist(),
+            read("metrics/label").tolist(),
+            read("metrics/process").tolist(),
+            read("metrics/layout").tolist(),
+            strict=True,
+        )
+    ]
+    aggregate = Aggregate(
+        columns,
+        list(zip(*dims, strict=True)) if dims[0] else [],
+        metrics,
+        read("rows/dimension"),
+        read("rows/metric"),
+        read("rows/offset"),
+        read("rows/sum"),
+        read("rows/count"),
+        read("histogram"),
+        RunStats(),
+    )
+    return aggregate, dict(run.attrs)
+
+
+def list_dates(url: str) -> list[tuple[str, str]]:
+    """Every (kind, submission date) with a current run."""
+    try:
+        root = zarr.open_group(url, mode="r")
+    except (GroupNotFoundError, FileNotFoundError):
+        return []
+    found = []
+    for kind in KINDS:
+        if kind in root:
+            dates = sorted(root[kind].group_keys())
+            found += [(kind, date) for date in dates if "current" in root[kind][date].attrs]
+    return found

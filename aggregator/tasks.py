@@ -1,0 +1,77 @@
+"""What runs on the workers: a chunk of input in, an Aggregate out; an Aggregate in, a snapshot day out."""
+
+from dataclasses import replace
+
+import orjson
+
+from aggregator.aggregate import Aggregate, by_submission_date, one_day
+from aggregator.extract import FILTER_REASONS, Accumulator, Options
+from aggregator.inputs import UNREADABLE, Chunk, read_lines
+from aggregator.layouts import Definitions
+from aggregator.snapshot import write_run
+from aggregator.stats import FileStats, RunStats
+
+
+def decode_error_reason(line: bytes, error: orjson.JSONDecodeError) -> str:
+    """`truncated` for an object cut short (the parser ran out of input), else `not_json`."""
+    body = line.rstrip()
+    return "truncated" if body.startswith(b"{") and error.pos >= len(body) else "not_json"
+
+
+def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) -> Aggregate:
+    """Aggregate every ping of a chunk. A chunk that cannot be read contributes nothing but its error, so a
+    skipped file is skipped whole."""
+    if chunk.date is not None:  # a ping filed under another date's folder is not this date's
+        options = replace(options, dates=frozenset({chunk.date}) & (options.dates or {chunk.date}))
+    stats = FileStats(chunk.url, chunk.size, chunk.date)
+    accumulator = Accumulator(definitions, options)
+    try:
+        for line in read_lines(chunk):
+            if not line.strip():
+                continue
+            stats.pings += 1
+            try:
+                ping = orjson.loads(line)
+            except orjson.JSONDecodeError as error:
+                stats.malformed[decode_error_reason(line, error)] += 1
+                continue
+            outcome = accumulator.add(ping)
+            if type(outcome) is tuple:
+                stats.aggregated += 1
+                stats.dates[outcome[0]] += 1
+            elif outcome in FILTER_REASONS:
+                stats.filtered[outcome] += 1
+            else:
+                stats.malformed[outcome] += 1
+    except UNREADABLE as error:
+        stats.error = f"{type(error).__name__}: {error}"
+        return Aggregate.empty(stats=RunStats(files={chunk.url: stats}))
+    return accumulator.finish(RunStats(files={chunk.url: stats}))
+
+
+def write_day(total: Aggregate, snapshot: str, date: str, definitions: Definitions) -> dict[str, int]:
+    """Write both kinds of aggregates of one submission date; returns the rows written per kind."""
+    build_id = one_day(total, date)
+    files = total.stats.for_date(date)
+    attrs = {
+        "inputs": [f.to_json() for f in sorted(files.files.values(), key=lambda f: f.path)],
+        "pings": {
+            "read": files.total("pings"),
+            "aggregated": sum(f.dates[date] for f in files.files.values()),
+            "filtered": dict(sorted(files.reasons("filtered").items())),
+            "malformed": dict(sorted(files.reasons("malformed").items())),
+        },
+        "dropped": dict(sorted(total.stats.dropped.items())),
+        "overflow": total.stats.overflow,
+        "definitions": definitions.sources,
+        "descriptions": {
+            name: description
+            for name in sorted({m[0] for m in build_id.metrics})
+            if (description := definitions.description(name))
+        },
+    }
+    rows = {}
+    for kind, aggregate in (("build_id", build_id), ("submission_date", by_submission_date(build_id))):
+        write_run(snapshot, kind, date, aggregate, attrs)
+        rows[kind] = len(aggregate)
+    return rows

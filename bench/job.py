@@ -1,0 +1,167 @@
+"""Benchmark of the batch job: single-core extraction + aggregation against the parsing floor, and end-to-end
+runs with 1 and 2 workers. Writes its figures, with the machine's, to a markdown file.
+
+    python bench/job.py --pings 20000 --output docs/benchmarks.md
+
+The floor is what no aggregator can beat: gzip decompression plus `orjson.loads` of every line. Both are
+measured in the same run, alternating, best of --repeat, so the ratio holds on a noisy machine.
+"""
+
+import argparse
+import gzip
+import os
+import platform
+import resource
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+from distributed import Client, LocalCluster
+
+from aggregator.extract import Options
+from aggregator.generate import generate_corpus
+from aggregator.inputs import discover
+from aggregator.job import JobConfig, run_job
+from aggregator.layouts import Definitions
+from aggregator.tasks import aggregate_chunk
+
+MARK = "<!-- bench/job.py -->"
+
+
+def floor(files: list[str]) -> int:
+    """Decompress and parse every line, nothing else; returns the pings parsed."""
+    pings = 0
+    for path in files:
+        with gzip.open(path, "rb") as f:
+            for line in f:
+                try:
+                    orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    pass
+                pings += 1
+    return pings
+
+
+def aggregate(files: list[str], definitions: Definitions) -> int:
+    """What one worker does for these files: read, parse, extract, accumulate, finish."""
+    pings = 0
+    for chunk in discover(files, []):
+        pings += aggregate_chunk(chunk, definitions, Options()).stats.total("pings")
+    return pings
+
+
+def best_of(repeat: int, *jobs) -> list[float]:
+    """Best wall time of each job, the jobs alternating so that they share the machine's moods."""
+    best = [float("inf")] * len(jobs)
+    for _ in range(repeat):
+        for i, job in enumerate(jobs):
+            started = time.perf_counter()
+            job()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
+
+
+def end_to_end(corpus, workers: int, snapshot: Path) -> tuple[float, list[int]]:
+    """Wall time of a whole run on a fresh LocalCluster, and each worker's peak RSS in bytes."""
+    started = time.perf_counter()
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        config = JobConfig(
+            inputs=[corpus.output],
+            snapshot=str(snapshot),
+            dates=corpus.dates,
+            definitions=corpus.histograms_definitions,
+            progress=False,
+        )
+        run_job(config, client=client, say=lambda *_: None)
+        seconds = time.perf_counter() - started
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return seconds, sorted(peaks.values())
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB; Python {platform.python_version()}, "
+        f"numpy {np.__version__}, orjson {orjson.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pings", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", default=".bench")
+    parser.add_argument("--output", help="markdown file to write the figures into")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir)
+    corpus_dir = workdir / f"corpus-{args.pings}"
+    corpus = generate_corpus(str(corpus_dir), pings=args.pings, days=2, seed=5, files_per_day=8)
+    mib = corpus.bytes_uncompressed / 2**20
+    definitions = Definitions.load(corpus.histograms_definitions)
+
+    floor_s, job_s = best_of(
+        args.repeat, lambda: floor(corpus.files), lambda: aggregate(corpus.files, definitions)
+    )
+    runs = {n: end_to_end(corpus, n, workdir / f"snapshot-{n}") for n in (1, 2)}
+    half = generate_corpus(
+        str(workdir / f"corpus-{args.pings // 2}"), pings=args.pings // 2, days=2, seed=5, files_per_day=4
+    )
+    half_run = end_to_end(half, 2, workdir / "snapshot-half")
+
+    rows = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.",
+        "",
+        f"Corpus: {corpus.pings} generated pings ({corpus.malformed} malformed), {mib:.0f} MiB of JSON in "
+        f"{len(corpus.files)} gzip files (`aggregator generate --pings {args.pings} --days 2 --seed 5 "
+        "--files-per-day 8`).",
+        "",
+        "| single core, best of %d | seconds | pings/s | MiB/s of JSON | vs floor |" % args.repeat,
+        "|---|---|---|---|---|",
+        f"| floor: gunzip + `orjson.loads` | {floor_s:.2f} | {corpus.pings / floor_s:,.0f} | {mib / floor_s:.1f} | 1.00 |",
+        f"| extraction + aggregation (what a worker does) | {job_s:.2f} | {corpus.pings / job_s:,.0f} | "
+        f"{mib / job_s:.1f} | {floor_s / job_s:.2f} |",
+        "",
+        "| end to end on a LocalCluster (start-up included) | seconds | speed-up | peak RSS per worker |",
+        "|---|---|---|---|",
+    ]
+    for n, (seconds, peaks) in runs.items():
+        memory = ", ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
+        rows.append(
+            f"| {n} worker{'s' if n > 1 else ''}, {corpus.pings} pings | {seconds:.1f} | "
+            f"{runs[1][0] / seconds:.2f} | {memory} |"
+        )
+    memory = ", ".join(f"{p / 2**20:.0f} MiB" for p in half_run[1])
+    rows.append(
+        f"| 2 workers, {half.pings} pings (same file size, half the files) | {half_run[0]:.1f} | | {memory} |"
+    )
+    text = "\n".join(rows)
+    print(text)
+    if args.output:
+        output = Path(args.output)
+        old = output.read_text() if output.exists() else "# Benchmarks\n"
+        head, _, rest = old.partition(f"{MARK}\n")
+        _, _, tail = rest.partition(f"{MARK}\n")
+        section = f"{MARK}\n## The batch job (`make bench`)\n\n{text}\n{MARK}\n"
+        output.write_text(head.rstrip("\n") + "\n\n" + section + tail if head else section + tail)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Shared fixtures: a generated corpus, a LocalCluster, and a separately started scheduler and workers."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+from aggregator.generate import GenerateSummary, generate_corpus
+
+DASK = str(Path(sys.executable).with_name("dask"))  # the `dask` command an operator runs
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> GenerateSummary:
+    """Two days of generated pings, malformed lines included."""
+    return generate_corpus(
+        str(tmp_path_factory.mktemp("corpus")),
+        pings=400,
+        days=2,
+        seed=11,
+        files_per_day=3,
+        malformed_fraction=0.03,
+    )
+
+
+@pytest.fixture(scope="session")
+def local_client() -> Iterator[Client]:
+    """A LocalCluster of two worker processes, as `aggregator run` starts by default."""
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _wait_for(path: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as an operator would."""
+    folder = tmp_path_factory.mktemp("cluster")
+    scheduler_file = str(folder / "scheduler.json")
+    local = ["--host", "127.0.0.1", "--dashboard-address", ":0"]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [DASK, *args, *local], env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    processes = [start("scheduler", "--port", "0", "--scheduler-file", scheduler_file)]
+    try:
+        _wait_for(Path(scheduler_file))
+        processes += [
+            start("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1")
+            for _ in range(2)
+        ]
+        with Client(scheduler_file=scheduler_file) as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)

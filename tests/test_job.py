@@ -1,0 +1,211 @@
+"""The job end to end on real Dask clusters, compared value by value with the reference aggregation."""
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from aggregator.generate import GenerateSummary, generate_corpus
+from aggregator.job import JobConfig, JobFailed, run_job
+from aggregator.snapshot import list_dates, read_run
+from tests.reference import Reference, reference_aggregate
+
+
+def lines_of(files: list[str]) -> list[str]:
+    out = []
+    for path in files:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            out += f.read().splitlines()
+    return out
+
+
+@cache
+def reference(
+    folder: str, definitions: bool, channels: tuple[str, ...] | None = None
+) -> dict[str, Reference]:
+    """The reference aggregation of each submission_date=D folder of a corpus (pings filed under D count for D)."""
+    histograms = json.loads((Path(folder) / "Histograms.json").read_text()) if definitions else None
+    by_date = {}
+    for day in sorted(Path(folder).glob("submission_date=*")):
+        date = day.name.split("=")[1]
+        files = sorted(str(p) for p in day.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))
+        by_date[date] = reference_aggregate(
+            lines_of(files), {date}, histograms, channels=set(channels) if channels else None
+        )
+    return by_date
+
+
+def job_cells(snapshot: str, kind: str, date: str) -> dict[tuple, tuple]:
+    """The snapshot's cells in the reference's shape. The one naming difference: the job calls the fixed
+    layout of `[[COUNT]]_` metrics kind `count` (what the API serves), the reference `exponential`."""
+    aggregate, _ = read_run(snapshot, kind, date)
+    cells = {}
+    for dims, metric, label, process, layout, counts, total, count in aggregate.cells():
+        kind_name = (
+            "exponential" if metric.startswith("[[COUNT]]") and layout.kind == "count" else layout.kind
+        )
+        key = (*dims, metric, label, process, (kind_name, layout.bounds))
+        cells[key] = (kind_name, layout.bounds, tuple(counts), total, count)
+    return cells
+
+
+def assert_matches_reference(snapshot: str, expected: dict[str, Reference]) -> None:
+    assert list_dates(snapshot) == [(k, d) for k in ("build_id", "submission_date") for d in sorted(expected)]
+    for date, ref in expected.items():
+        for kind in ("build_id", "submission_date"):
+            got, want = job_cells(snapshot, kind, date), getattr(ref, kind)
+            assert got.keys() == want.keys(), f"{kind} {date}: cells differ"
+            wrong = [k for k in want if got[k] != want[k]]
+            assert not wrong, f"{kind} {date}: {len(wrong)} cells differ, e.g. {wrong[0]}"
+            assert len(want) > 100
+
+
+def assert_counts_match(summary, expected: dict[str, Reference]) -> None:
+    assert summary.aggregated == sum(r.aggregated for r in expected.values())
+    assert summary.malformed == sum((r.malformed for r in expected.values()), Counter())
+    assert summary.filtered == sum((r.filtered for r in expected.values()), Counter())
+
+
+def config(corpus: GenerateSummary, snapshot: Path, **kwargs) -> JobConfig:
+    return JobConfig(
+        inputs=[corpus.output],
+        snapshot=str(snapshot),
+        dates=corpus.dates,
+        definitions=corpus.histograms_definitions,
+        scalar_definitions=corpus.scalars_definitions,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_local_cluster_matches_reference(corpus, local_client, tmp_path):
+    summary = run_job(config(corpus, tmp_path / "snap"), client=local_client, say=lambda *_: None)
+    expected = reference(corpus.output, True)
+    assert_matches_reference(str(tmp_path / "snap"), expected)
+    assert_counts_match(summary, expected)
+    assert sum(summary.malformed.values()) == corpus.malformed
+
+
+def test_without_definitions_layouts_come_from_the_pings(corpus, local_client, tmp_path):
+    cfg = config(corpus, tmp_path / "snap", split_every=2)
+    cfg.definitions = None
+    run_job(cfg, client=local_client, say=lambda *_: None)
+    assert_matches_reference(str(tmp_path / "snap"), reference(corpus.output, False))
+
+
+@pytest.mark.cluster
+def test_separately_started_scheduler_and_workers(corpus, external_scheduler, tmp_path):
+    cfg = config(corpus, tmp_path / "snap", scheduler=external_scheduler, channels=["nightly", "beta"])
+    summary = run_job(cfg, say=lambda *_: None)
+    expected = reference(corpus.output, True, ("nightly", "beta"))
+    assert_matches_reference(str(tmp_path / "snap"), expected)
+    assert_counts_match(summary, expected)
+    assert summary.filtered["channel_not_selected"] > 0
+
+
+def test_rerunning_a_date_replaces_it(corpus, local_client, tmp_path):
+    date = corpus.dates[0]
+    snapshot = str(tmp_path / "snap")
+    partial = config(corpus, tmp_path / "snap")
+    partial.inputs, partial.dates = (
+        sorted(f for f in corpus.files if f"submission_date={date}" in f)[:1],
+        [date],
+    )
+    run_job(partial, client=local_client, say=lambda *_: None)
+    expected = reference(corpus.output, True)[date].build_id
+    assert job_cells(snapshot, "build_id", date) != expected
+    full = config(corpus, tmp_path / "snap")
+    full.dates = [date]
+    run_job(full, client=local_client, say=lambda *_: None)
+    assert job_cells(snapshot, "build_id", date) == expected
+
+
+def test_too_many_malformed_pings_fail_the_run_and_write_nothing(local_client, tmp_path):
+    bad = generate_corpus(
+        str(tmp_path / "bad"), pings=120, days=1, seed=2, files_per_day=1, malformed_fraction=0.25
+    )
+    with pytest.raises(JobFailed, match="malformed"):
+        run_job(
+            config(bad, tmp_path / "snap", max_bad_fraction=0.1), client=local_client, say=lambda *_: None
+        )
+    assert not (tmp_path / "snap").exists()
+
+
+def test_unreadable_file_is_named_and_fails_unless_skipped(corpus, local_client, tmp_path):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus.output, copy)
+    victim = sorted(copy.glob("submission_date=*/*.ndjson.gz"))[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2] + bytes(range(256)) * 8)
+    cfg = config(corpus, tmp_path / "snap")
+    cfg.inputs = [str(copy)]
+    with pytest.raises(JobFailed, match=victim.name):
+        run_job(cfg, client=local_client, say=lambda *_: None)
+    assert not (tmp_path / "snap").exists()
+
+    cfg.skip_unreadable = True
+    summary = run_job(cfg, client=local_client, say=lambda *_: None)
+    assert [Path(p).name for p in summary.unreadable] == [victim.name]
+    victim.unlink()  # what was aggregated is exactly the other files
+    date = victim.parent.name.split("=")[1]
+    expected = reference(str(copy), True)
+    assert job_cells(str(tmp_path / "snap"), "submission_date", date) == expected[date].submission_date
+
+
+def test_command_line_run_and_failure(corpus, tmp_path):
+    aggregator = [sys.executable, "-m", "aggregator"]
+    date = corpus.dates[0]
+    ok = subprocess.run(
+        [
+            *aggregator,
+            "run",
+            "--input",
+            corpus.output,
+            "--date",
+            date,
+            "--snapshot",
+            str(tmp_path / "snap"),
+            "--definitions",
+            corpus.histograms_definitions,
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "Dask dashboard: http" in ok.stdout
+    expected = reference(corpus.output, True)[date]
+    assert f"aggregated       {expected.aggregated}" in ok.stdout
+    failed = subprocess.run(
+        [
+            *aggregator,
+            "run",
+            "--input",
+            corpus.output,
+            "--date",
+            date,
+            "--snapshot",
+            str(tmp_path / "other"),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--max-bad-fraction",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 1
+    assert "more than --max-bad-fraction" in failed.stderr
+    assert not (tmp_path / "other").exists()

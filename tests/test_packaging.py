@@ -1,0 +1,34 @@
+"""environment.yml and pyproject.toml declare the same dependencies, with the same bounds."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _split(requirement: str) -> tuple[str, str]:
+    name, bounds = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*(.*)", requirement.strip()).groups()
+    return name.lower().replace("_", "-"), bounds.replace(" ", "")
+
+
+def test_environment_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = dict(
+        _split(d)
+        for d in environment["dependencies"]
+        if isinstance(d, str) and not d.startswith(("python", "pip"))
+    )
+    assert conda == wanted
+
+
+def test_python_version_matches():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    python = next(d for d in environment["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    minimum = project["requires-python"].removeprefix(">=")
+    assert python.removeprefix("python=") == minimum

@@ -1,0 +1,78 @@
+"""The zarr snapshot: round trip, the current-run switch, and the layout documented in docs/snapshot.md."""
+
+from pathlib import Path
+
+import zarr
+
+from aggregator.layouts import Layout
+from aggregator.snapshot import list_dates, read_attrs, read_run, write_run
+from tests.test_aggregate import as_dict, dims, make
+
+CATEGORICAL = Layout("categorical", (0, 1, 2), ("a", "b", "spill"))
+LINEAR = Layout("linear", (0, 1, 2))
+
+
+def sample():
+    return make(
+        [
+            (dims("20261101", "20261030"), ("C", "", "parent", CATEGORICAL), [1, 2, 3], 8, 6),
+            (dims("20261101", "20261030"), ("L", "kéy", "gpu", LINEAR), [0, 4, 0], 4, 4),
+            (dims("20261101", "20261031", "Windows_NT"), ("L", "kéy", "gpu", LINEAR), [9, 0, 1], 2, 10),
+        ]
+    )
+
+
+def test_round_trip_keeps_every_cell(tmp_path: Path):
+    url = str(tmp_path / "snap")
+    write_run(url, "build_id", "20261101", sample(), {"note": "x"})
+    aggregate, attrs = read_run(url, "build_id", "20261101")
+    assert as_dict(aggregate) == as_dict(sample())
+    assert attrs["note"] == "x" and attrs["rows"] == 3 and attrs["format_version"] == 1
+    assert list_dates(url) == [("build_id", "20261101")]
+
+
+def test_rerun_switches_to_the_new_run_and_removes_the_old(tmp_path: Path):
+    url = str(tmp_path / "snap")
+    first = write_run(url, "build_id", "20261101", sample(), {"n": 1})
+    second = write_run(url, "build_id", "20261101", sample(), {"n": 2})
+    day = zarr.open_group(url, mode="r", path="build_id/20261101")
+    assert day.attrs["current"] == second != first
+    assert list(day.group_keys()) == [second]
+    attrs = read_attrs(url, "build_id", "20261101")
+    assert attrs["n"] == 2
+    assert attrs["digest"] == read_attrs(url, "build_id", "20261101")["digest"]
+
+
+def test_equal_data_has_equal_digest_and_different_data_does_not(tmp_path: Path):
+    url = str(tmp_path / "snap")
+    write_run(url, "build_id", "20261101", sample(), {})
+    write_run(url, "build_id", "20261102", sample(), {})
+    other = make([(dims("20261101", "20261030"), ("C", "", "parent", CATEGORICAL), [1, 2, 4], 8, 6)])
+    write_run(url, "build_id", "20261103", other, {})
+    digests = [read_attrs(url, "build_id", d)["digest"] for d in ("20261101", "20261102", "20261103")]
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_readable_with_zarr_alone_as_documented(tmp_path: Path):
+    url = str(tmp_path / "snap")
+    write_run(url, "build_id", "20261101", sample(), {})
+    root = zarr.open_group(url, mode="r")
+    day = root["build_id/20261101"]
+    run = day[day.attrs["current"]]
+    offsets = run["rows/offset"][:]
+    histogram = run["histogram"][:]
+    names = run["metrics/name"][:]
+    labels = run["layouts/label"][:]
+    layout_offsets = run["layouts/offset"][:]
+    rows = []
+    for r, (d, m) in enumerate(zip(run["rows/dimension"][:], run["rows/metric"][:], strict=True)):
+        layout = run["metrics/layout"][m]
+        bucket_labels = labels[layout_offsets[layout] : layout_offsets[layout + 1]].tolist()
+        os_name = run["dimensions/os"][d]
+        counts = histogram[offsets[r] : offsets[r + 1]].tolist()
+        rows.append((str(names[m]), str(os_name), dict(zip(bucket_labels, counts, strict=True))))
+    assert sorted(rows) == [
+        ("C", "Linux", {"a": 1, "b": 2, "spill": 3}),
+        ("L", "Linux", {"0": 0, "1": 4, "2": 0}),
+        ("L", "Windows_NT", {"0": 9, "1": 0, "2": 1}),
+    ]
