@@ -15,6 +15,7 @@ from aggregator.aggregate import Aggregate, merge
 from aggregator.extract import Options
 from aggregator.inputs import DEFAULT_BLOCKSIZE, discover
 from aggregator.layouts import Definitions
+from aggregator.snapshot import location
 from aggregator.stats import RunStats
 from aggregator.tasks import aggregate_chunk, write_day
 
@@ -142,6 +143,7 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
     """Aggregate the configured inputs and write their snapshot; raises JobFailed, writing nothing, when
     the input fails the checks."""
     started = time.perf_counter()
+    snapshot = location(config.snapshot)  # absolute: workers may not share the client's working directory
     chunks = discover(config.inputs, config.dates, config.blocksize)
     definitions = Definitions.load(config.definitions, config.scalar_definitions)
     options = Options(
@@ -168,8 +170,8 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
         stats: RunStats = client.submit(_stats_of, future).result()
         dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
         _check(config, stats, dates)
-        say(f"writing {len(dates)} submission dates to {config.snapshot}")
-        writes = {d: client.submit(write_day, future, config.snapshot, d, definitions) for d in dates}
+        say(f"writing {len(dates)} submission dates to {snapshot}")
+        writes = {d: client.submit(write_day, future, snapshot, d, definitions) for d in dates}
         rows = {d: w.result() for d, w in writes.items()}
     return _summary(config, stats, dates, rows, started)
 

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import zarr
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from zarr.errors import GroupNotFoundError
 
 from aggregator import __version__
@@ -25,6 +27,13 @@ _CHUNK = 1 << 20
 
 class SnapshotError(LookupError):
     """The snapshot has no such group, or was written by an unknown format version."""
+
+
+def location(url: str) -> str:
+    """Where the store is, absolute: a plain path for local files (zarr's LocalStore creates folders and
+    writes atomically), the URL itself for any other fsspec filesystem."""
+    fs, path = url_to_fs(url)
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
 
 
 def _strings(values: list[str]) -> np.ndarray:
@@ -75,7 +84,7 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
 
 def write_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
     """Write a run of (kind, date), then point the date group at it and delete the runs it replaces."""
-    root = zarr.open_group(url, mode="a", zarr_format=3)
+    root = zarr.open_group(location(url), mode="a", zarr_format=3)
     root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
     day = root.require_group(f"{kind}/{date}")
     run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
@@ -109,7 +118,7 @@ def write_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict)
 
 def _current(url: str, kind: str, date: str) -> zarr.Group:
     try:
-        day = zarr.open_group(url, mode="r", path=f"{kind}/{date}")
+        day = zarr.open_group(location(url), mode="r", path=f"{kind}/{date}")
         run = day[day.attrs["current"]]
     except (GroupNotFoundError, FileNotFoundError, KeyError) as error:
         raise SnapshotError(f"no {kind} aggregates for {date} in {url}") from error
@@ -167,7 +176,7 @@ def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
 def list_dates(url: str) -> list[tuple[str, str]]:
     """Every (kind, submission date) with a current run."""
     try:
-        root = zarr.open_group(url, mode="r")
+        root = zarr.open_group(location(url), mode="r")
     except (GroupNotFoundError, FileNotFoundError):
         return []
     found = []

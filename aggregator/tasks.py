@@ -12,10 +12,16 @@ from aggregator.snapshot import write_run
 from aggregator.stats import FileStats, RunStats
 
 
-def decode_error_reason(line: bytes, error: orjson.JSONDecodeError) -> str:
+def decode_error_reason(line: bytes) -> str:
     """`truncated` for an object cut short (the parser ran out of input), else `not_json`."""
-    body = line.rstrip()
-    return "truncated" if body.startswith(b"{") and error.pos >= len(body) else "not_json"
+    text = line.strip(b" \t\r\n").decode("utf-8", "replace")
+    if not text.startswith("{"):
+        return "not_json"
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as error:  # its position counts characters
+        return "truncated" if error.pos >= len(text) else "not_json"
+    return "not_json"
 
 
 def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) -> Aggregate:
@@ -32,8 +38,8 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
             stats.pings += 1
             try:
                 ping = orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                stats.malformed[decode_error_reason(line, error)] += 1
+            except orjson.JSONDecodeError:
+                stats.malformed[decode_error_reason(line)] += 1
                 continue
             outcome = accumulator.add(ping)
             if type(outcome) is tuple:
