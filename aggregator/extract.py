@@ -7,7 +7,6 @@ int64 arrays. A partition ends as an `Aggregate` (aggregator/aggregate.py).
 """
 
 import re
-from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
 
@@ -29,9 +28,7 @@ from aggregator.stats import RunStats
 
 AGGREGATED_CHANNELS = frozenset({"nightly", "aurora", "beta", "release"})
 PROCESS_TYPES = ("parent", "content", "gpu")
-EXCLUDED_KEYED_HISTOGRAMS = frozenset(
-    {"MESSAGE_MANAGER_MESSAGE_SIZE", "VIDEO_DETAILED_DROPPED_FRAMES_PROPORTION"}
-)
+EXCLUDED_KEYED_HISTOGRAMS = frozenset({"MESSAGE_MANAGER_MESSAGE_SIZE", "VIDEO_DETAILED_DROPPED_FRAMES_PROPORTION"})
 EXCLUDED_SCALAR_PREFIX = "browser.engagement.navigation"
 FILTER_REASONS = frozenset({"sampled_out", "channel", "channel_not_selected", "fennec", "other_date"})
 _VALID_NAME = re.compile(r"[A-Za-z0-9_\-\[\].]+\Z").match
@@ -149,6 +146,7 @@ class Accumulator:
         self.count_layout = self._layout_id(COUNT_LAYOUT)
         self.dimensions: dict[tuple[str, ...], int] = {}
         self.rows: dict[tuple, int] = {}  # (dimension id, metric, label, process, layout id) -> row
+        self._fast_rows: dict[tuple[int, str, str], dict] = {}  # see _fast
         self.row_keys: list[tuple] = []
         self.row_offset: list[int] = [0]
         self.histogram = np.zeros(1 << 16, dtype=np.int64)
@@ -240,12 +238,20 @@ class Accumulator:
             self.flush()
         return dimensions
 
+    # Each family below has a fast path: a per-(dimension set, process, family) cache from the metric's
+    # key in the ping to its row, taken when the value is of the common, valid shape. Everything else
+    # (first sight of a metric, layouts taken from the ping, odd values) goes through the general path.
+    def _fast(self, dim: int, process: str, family: str) -> dict:
+        fast = self._fast_rows.get((dim, process, family))
+        if fast is None:
+            fast = self._fast_rows[(dim, process, family)] = {}
+        return fast
+
     def _histograms(self, dim: int, process: str, container: dict) -> None:
         histograms = container.get("histograms")
         if histograms is not None:
             if type(histograms) is dict:
-                for name, histogram in histograms.items():
-                    self._histogram(dim, process, name, "", histogram)
+                self._histogram_map(dim, process, histograms, None)
             else:
                 self.dropped["bad_container"] += 1
         keyed = container.get("keyedHistograms")
@@ -260,10 +266,29 @@ class Accumulator:
             if type(by_label) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
-            for label, histogram in by_label.items():
-                self._histogram(dim, process, name, label, histogram)
+            self._histogram_map(dim, process, by_label, name)
 
-    def _histogram(self, dim: int, process: str, name: str, label: str, histogram: object) -> None:
+    def _histogram_map(self, dim: int, process: str, histograms: dict, keyed_name: str | None) -> None:
+        """`{name: histogram}`, or the `{label: histogram}` of the keyed histogram `keyed_name`."""
+        fast = self._fast(dim, process, "histogram")
+        add_row, add_sum, add_size = self._h_rows.append, self._h_sums.append, self._h_sizes.append
+        add_keys, add_values = self._h_keys.extend, self._h_values.extend
+        for key, histogram in histograms.items():
+            cached = key if keyed_name is None else (keyed_name, key)
+            row = fast.get(cached)
+            if row is not None and type(histogram) is dict:
+                values, total, kind = histogram.get("values"), histogram.get("sum"), histogram.get("histogram_type")
+                if type(values) is dict and type(total) is int and total >= 0 and type(kind) is int and kind != 4:
+                    add_row(row)
+                    add_sum(total)
+                    add_size(len(values))
+                    add_keys(values)
+                    add_values(values.values())
+                    continue
+            name, label = (key, "") if keyed_name is None else (keyed_name, key)
+            self._histogram(dim, process, name, label, histogram, fast, cached)
+
+    def _histogram(self, dim: int, process: str, name: str, label: str, histogram: object, fast: dict, cached) -> None:
         if type(histogram) is not dict:
             self.dropped["bad_histogram"] += 1
             return
@@ -278,34 +303,53 @@ class Accumulator:
         if layout < 0:
             self.dropped["bad_layout"] += 1
             return
-        key = (dim, name, label, process, layout)
-        row = self.rows.get(key)
-        if row is None:
-            row = self._new_row(key)
+        row = self._row(dim, name, label, process, layout)
         if row < 0:
-            self.dropped["bad_name"] += 1
             return
+        if self._defined[name] == layout:  # the same for every ping: cacheable
+            fast[cached] = row
         self._h_rows.append(row)
         self._h_sums.append(total)
         self._h_sizes.append(len(values))
         self._h_keys.extend(values)
         self._h_values.extend(values.values())
 
-    def _value(self, dim: int, process: str, name: str, label: str, layout: int, value: object) -> None:
-        """One scalar-like value: a scalar, a simple measurement or a count histogram's sum."""
-        if not isinstance(value, int | float) or value < 0:
-            self.dropped["bad_value"] += 1
-            return
+    def _row(self, dim: int, name: str, label: str, process: str, layout: int) -> int:
         key = (dim, name, label, process, layout)
         row = self.rows.get(key)
         if row is None:
             row = self._new_row(key)
         if row < 0:
             self.dropped["bad_name"] += 1
-            return
-        self._s_rows.append(row)
-        self._s_columns.append(bisect_right(self.layouts[layout].bounds, value) - 1)
-        self._s_values.append(int(value))
+        return row
+
+    def _value(self, dim: int, process: str, name: str, label: str, layout: int, value: object) -> int:
+        """One scalar-like value (a scalar, a simple measurement or a count histogram's sum); returns its
+        row, or -1 when the value or the name cannot be aggregated."""
+        if not isinstance(value, int | float) or value < 0:
+            self.dropped["bad_value"] += 1
+            return -1
+        row = self._row(dim, name, label, process, layout)
+        if row >= 0:
+            self._s_rows.append(row)
+            self._s_values.append(value)
+        return row
+
+    def _value_map(self, dim: int, process: str, family: str, values: dict, name_of, layout: int) -> None:
+        """Scalar-like `{key: value}`; `name_of(key)` gives (metric name, label), or None to skip the key."""
+        fast = self._fast(dim, process, family)
+        add_row, add_value = self._s_rows.append, self._s_values.append
+        for key, value in values.items():
+            row = fast.get(key)
+            if row is not None and (type(value) is int or type(value) is float) and value >= 0:
+                add_row(row)
+                add_value(value)
+                continue
+            named = name_of(key)
+            if named is not None:
+                row = self._value(dim, process, named[0], named[1], layout, value)
+                if row >= 0:
+                    fast[key] = row
 
     def _scalars(self, dim: int, process: str, scalars: object) -> None:
         if scalars is None:
@@ -313,10 +357,12 @@ class Accumulator:
         if type(scalars) is not dict:
             self.dropped["bad_container"] += 1
             return
-        for raw, value in scalars.items():
+
+        def name_of(raw: str) -> tuple[str, str] | None:
             name = self._metric_name("SCALARS_", raw)
-            if name is not None:
-                self._value(dim, process, name, "", self.scalar_layout, value)
+            return None if name is None else (name, "")
+
+        self._value_map(dim, process, "scalar", scalars, name_of, self.scalar_layout)
 
     def _keyed_scalars(self, dim: int, process: str, keyed: object) -> None:
         if keyed is None:
@@ -331,8 +377,7 @@ class Accumulator:
             if type(by_key) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
-            for key, value in by_key.items():
-                self._value(dim, process, name, key.upper(), self.scalar_layout, value)
+            self._value_map(dim, process, name, by_key, lambda key, n=name: (n, key.upper()), self.scalar_layout)
 
     def _simple_measures(self, dim: int, process: str, measures: object) -> None:
         if measures is None:
@@ -341,15 +386,23 @@ class Accumulator:
             self.dropped["bad_container"] += 1
             return
         for raw, value in measures.items():
-            if type(value) is dict:
+            if type(value) is dict:  # one level of nesting: SIMPLE_MEASURES_<RAW>_<SUB>
                 prefix = self._metric_name("SIMPLE_MEASURES_", raw) + "_"
-                for sub, sub_value in value.items():
-                    if isinstance(sub_value, int | float):
-                        name = self._metric_name(prefix, sub)
-                        self._value(dim, process, name, "", self.simple_layout, sub_value)
-            elif isinstance(value, int | float):
-                name = self._metric_name("SIMPLE_MEASURES_", raw)
-                self._value(dim, process, name, "", self.simple_layout, value)
+                self._value_map(
+                    dim,
+                    process,
+                    "simple:" + raw,
+                    value,
+                    lambda sub, p=prefix: (p + sub.upper(), ""),
+                    self.simple_layout,
+                )
+
+        def name_of(raw: str) -> tuple[str, str] | None:
+            if type(measures[raw]) is dict:
+                return None
+            return self._metric_name("SIMPLE_MEASURES_", raw), ""
+
+        self._value_map(dim, process, "simple", measures, name_of, self.simple_layout)
 
     # -- arrays ---------------------------------------------------------------------------------------------
     def _clear_pending(self) -> None:
@@ -359,8 +412,7 @@ class Accumulator:
         self._h_keys: list[str] = []
         self._h_values: list = []
         self._s_rows: list[int] = []
-        self._s_columns: list[int] = []
-        self._s_values: list[int] = []
+        self._s_values: list = []
 
     def _reserve(self) -> None:
         rows, buckets = len(self.row_keys), self.row_offset[-1]
@@ -387,48 +439,71 @@ class Accumulator:
         self.overflow += saturating_add_at(self.histogram, positions, values[found])
         self.overflow += saturating_add_at(self.sums, h_rows, self._clamped(self._h_sums))
         self.overflow += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
-        # scalar-like values: one sample each, column known
+        # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
         s_rows = np.asarray(self._s_rows, dtype=np.int64)
-        positions = offsets[s_rows] + np.asarray(self._s_columns, dtype=np.int64)
+        positions = offsets[s_rows] + self._scalar_columns(row_layouts[s_rows], self._s_values)
         self.overflow += saturating_add_at(self.histogram, positions, np.ones(len(s_rows), dtype=np.int64))
-        self.overflow += saturating_add_at(self.sums, s_rows, self._clamped(self._s_values))
+        self.overflow += saturating_add_at(self.sums, s_rows, self._integer_parts(self._s_values))
         self.overflow += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
         self._clear_pending()
         self._pending_pings = 0
 
     def _bucket_keys(self) -> np.ndarray:
-        """Bucket keys as Python's int() reads them; _NOT_INT where it cannot."""
+        """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the
+        few distinct key strings: a dict lookup per key is several times cheaper than parsing it."""
+        ints = list(map(_KEY_INTS.get, self._h_keys))
         try:
-            return np.asarray(self._h_keys, dtype=str).astype(np.int64)
-        except (ValueError, OverflowError):
-            return np.array([_int_or_none(k) for k in self._h_keys], dtype=np.int64)
+            return np.array(ints, dtype=np.int64)
+        except TypeError:  # keys not seen before: parse each once
+            if len(_KEY_INTS) > _KEY_CACHE_SIZE:
+                _KEY_INTS.clear()
+            for i, key in enumerate(self._h_keys):
+                if ints[i] is None:
+                    value = _KEY_INTS.get(key)
+                    ints[i] = _KEY_INTS[key] = _int_or_none(key) if value is None else value
+            return np.array(ints, dtype=np.int64)
 
     def _nonnegative(self, values: list, reason: str) -> np.ndarray:
         """Bucket counts: non-ints and negatives count as 0 (and are counted), huge ones are clamped."""
-        try:
-            array = np.asarray(values)
-            if array.dtype.kind in "ib":
-                array = array.astype(np.int64)
-                negative = array < 0
-                self._drop(reason, int(np.count_nonzero(negative)))
-                array[negative] = 0
-                return array
-        except ValueError:
-            pass
-        cleaned = []
-        for value in values:
-            if not isinstance(value, int) or value < 0:
-                self.dropped[reason] += 1
-                value = 0
-            elif value > INT64_MAX:
-                self.overflow += 1
-                value = INT64_MAX
-            cleaned.append(value)
-        return np.array(cleaned, dtype=np.int64)
+        array = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
+        if array.dtype.kind not in "ib":  # floats, strings, None or ints beyond int64 among them
+            is_int = np.fromiter(map(int.__instancecheck__, values), dtype=bool, count=len(values))
+            self._drop(reason, int(np.count_nonzero(~is_int)))
+            objects = np.array(values, dtype=object)
+            objects[~is_int] = 0
+            try:
+                array = objects.astype(np.int64)
+            except OverflowError:
+                huge = np.array([v > INT64_MAX for v in objects.tolist()], dtype=bool)
+                self.overflow += int(np.count_nonzero(huge))
+                objects[huge] = INT64_MAX
+                array = objects.astype(np.int64)
+        array = array.astype(np.int64, copy=False)
+        negative = array < 0
+        self._drop(reason, int(np.count_nonzero(negative)))
+        array[negative] = 0
+        return array
 
     def _drop(self, reason: str, count: int) -> None:
         if count:
             self.dropped[reason] += count
+
+    def _scalar_columns(self, layouts: np.ndarray, values: list) -> np.ndarray:
+        """Bucket of each non-negative value in its row's layout (float comparisons are exact here: bounds
+        are far below 2**53, and values beyond them land in the top bucket either way)."""
+        numbers = np.asarray(values, dtype=np.float64)
+        columns = np.zeros(len(values), dtype=np.int64)
+        for layout in np.unique(layouts).tolist():
+            mine = layouts == layout
+            columns[mine] = np.searchsorted(self.layouts[layout].bounds, numbers[mine], side="right") - 1
+        return columns
+
+    def _integer_parts(self, values: list) -> np.ndarray:
+        """Sums add int(value): exact for ints, the integer part of floats."""
+        array = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
+        if array.dtype.kind in "ib":
+            return array.astype(np.int64)
+        return self._clamped(list(map(int, values)))
 
     def _clamped(self, values: list[int]) -> np.ndarray:
         """Non-negative Python ints as int64, the ones beyond its range clamped and counted."""
@@ -480,6 +555,8 @@ class Accumulator:
 
 _UNDEFINED, _UNUSABLE = -1, -2  # layout ids of histograms without a (usable) definition
 _NOT_INT = np.iinfo(np.int64).min  # a key int() rejects; never a lower bound
+_KEY_INTS: dict[str, int] = {}  # bucket key string -> int(key) or _NOT_INT, shared by a process's partitions
+_KEY_CACHE_SIZE = 100_000
 _SPAN = MAX_BOUND + 2  # keys are compared per layout within this span, clipped to [-1, MAX_BOUND + 1]
 
 
