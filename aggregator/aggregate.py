@@ -179,7 +179,7 @@ def _collapse(
 
 
 def merge(parts: Iterable[Aggregate]) -> Aggregate:
-    """The tree reduction's combine step (a single part is already canonical)."""
+    """The tree reduction's combine step (a single part needs no work: writing a day rebuilds it)."""
     parts = list(parts)
     return parts[0] if len(parts) == 1 else rebuild(parts)
 

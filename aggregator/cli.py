@@ -1,4 +1,4 @@
-"""The `aggregator` command line: run, generate, demo."""
+"""The `aggregator` command line: run, publish, db, generate, demo, serve."""
 
 import argparse
 import re
@@ -9,6 +9,8 @@ from pathlib import Path
 from aggregator.inputs import InputError
 from aggregator.job import JobConfig, JobFailed, run_job
 from aggregator.settings import setting
+from aggregator.store.commands import ERRORS as STORE_ERRORS
+from aggregator.store.commands import add_commands, db_command, publish_after_run, publish_command
 
 
 def _date(text: str) -> str:
@@ -84,6 +86,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--performance-report", metavar="FILE", help="write Dask's HTML performance report")
     run.add_argument("--split-every", type=int, default=8, help="fan-in of the tree reduction")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-publish", action="store_true", help="write the snapshot only, even when a database is configured"
+    )
 
 
 def _add_generate(commands: argparse._SubParsersAction) -> None:
@@ -99,18 +104,27 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
-    demo = commands.add_parser("demo", help="generate sample pings and run the job on them, end to end")
+    demo = commands.add_parser("demo", help="generate sample pings, run the job, publish, serve: end to end")
     demo.add_argument("--workdir", default=".demo", metavar="DIR")
     demo.add_argument("--pings", type=int, default=2000)
     demo.add_argument("--days", type=int, default=2)
+    demo.add_argument("--no-serve", action="store_true", help="stop after publishing and printing the URLs")
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="serve the aggregates HTTP API from the database")
+    serve.add_argument("--host", default=setting("API_HOST"), help="address to listen on (default: $API_HOST)")
+    serve.add_argument("--port", type=int, default=int(setting("API_PORT")), help="port (default: $API_PORT)")
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aggregator", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
     _add_run(commands)
+    add_commands(commands, _date)
     _add_generate(commands)
     _add_demo(commands)
+    _add_serve(commands)
     return top
 
 
@@ -133,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     summary = run_job(config)
     print("\n".join(summary.lines()))
+    publish_after_run(args.snapshot, summary.dates, args.no_publish)
     return 0
 
 
@@ -172,14 +187,45 @@ def _demo(args: argparse.Namespace) -> int:
     )
     summary = run_job(config)
     print("\n".join(summary.lines()))
+    return _demo_serve(config.snapshot, corpus.dates, args.no_serve)
+
+
+def _demo_serve(snapshot: str, dates: list[str], no_serve: bool) -> int:
+    """Publish into Postgres (the configured one, else a local `telemetry_demo`), then serve it."""
+    import asyncio
+
+    from server.app import serve, settings_from_env
+    from server.demo import demo_database, example_urls, publish
+
+    database = asyncio.run(demo_database())
+    asyncio.run(publish(database, snapshot, dates))
+    settings = settings_from_env(database=database)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"\nServing on {base}; try:\n  " + "\n  ".join(asyncio.run(example_urls(database, base))))
+    if not no_serve:
+        serve(settings)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.app import serve, settings_from_env
+
+    serve(settings_from_env(args.host, args.port))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handlers = {"run": _run, "generate": _generate, "demo": _demo}
+    handlers = {
+        "run": _run,
+        "generate": _generate,
+        "demo": _demo,
+        "serve": _serve,
+        "publish": publish_command,
+        "db": db_command,
+    }
     try:
         return handlers[args.command](args)
-    except (InputError, JobFailed) as error:
+    except (InputError, JobFailed, *STORE_ERRORS) as error:
         print(f"aggregator: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, InputError) else 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, rebuild, saturating_add_at
+from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
 from aggregator.layouts import (
     COUNT_LAYOUT,
     MAX_BOUND,
@@ -129,7 +129,13 @@ def _payload_shape_ok(payload: dict) -> bool:
 
 
 class Accumulator:
-    """Dense accumulation of one partition's pings."""
+    """Dense accumulation of one partition's pings.
+
+    Per ping, only Python-level appends happen: each sample is recorded as (metric id, value), with the metric
+    id found through a cache keyed by the metric's key in the ping (independent of the dimension set). Every
+    `_FLUSH_PINGS` pings, `flush` resolves (dimension set, metric) pairs to rows and adds everything into the
+    dense arrays with numpy.
+    """
 
     def __init__(self, definitions: Definitions, options: Options):
         self.definitions = definitions
@@ -139,21 +145,25 @@ class Accumulator:
         self.layouts: list[Layout] = []
         self._layout_ids: dict[Layout, int] = {}
         self._defined: dict[str, int] = {}  # histogram name -> layout id, _UNDEFINED or _UNUSABLE
-        self._from_ping: dict[tuple, int] = {}  # (type, bucket_count, low, high) -> layout id, or -1
+        self._from_ping: dict[tuple, int] = {}  # (type, bucket_count, low, high, their types) -> layout id
         self._names: dict[tuple[str, str], str | None] = {}  # (prefix, raw name) -> metric name, or None
         self.scalar_layout = self._layout_id(SCALAR_LAYOUT)
         self.simple_layout = self._layout_id(SIMPLE_MEASURES_LAYOUT)
         self.count_layout = self._layout_id(COUNT_LAYOUT)
         self.dimensions: dict[tuple[str, ...], int] = {}
-        self.rows: dict[tuple, int] = {}  # (dimension id, metric, label, process, layout id) -> row
-        self._fast_rows: dict[tuple[int, str, str], dict] = {}  # see _fast
-        self.row_keys: list[tuple] = []
-        self.row_offset: list[int] = [0]
-        self.histogram = np.zeros(1 << 16, dtype=np.int64)
-        self.sums = np.zeros(1 << 12, dtype=np.int64)
-        self.counts = np.zeros(1 << 12, dtype=np.int64)
+        self.metrics: list[tuple[str, str, str, int]] = []  # (name, label, process, layout id)
+        self._metric_ids: dict[tuple[str, str, str, int], int] = {}
+        self._fast: dict[tuple[str, str], dict] = {}  # (process, family) -> {key in the ping: metric id}
+        # rows: the cells (dimension set, metric); codes (dimension << 32 | metric) kept sorted for lookups
+        self._codes = np.zeros(0, dtype=np.int64)
+        self._code_rows = np.zeros(0, dtype=np.int64)
+        self.row_dimension = np.zeros(0, dtype=np.int64)
+        self.row_metric = np.zeros(0, dtype=np.int64)
+        self.row_offset = np.zeros(1, dtype=np.int64)
+        self.histogram = np.zeros(0, dtype=np.int64)
+        self.sums = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
         self._clear_pending()
-        self._pending_pings = 0
 
     # -- tables ---------------------------------------------------------------------------------------------
     def _layout_id(self, layout: Layout) -> int:
@@ -162,18 +172,20 @@ class Accumulator:
             self.layouts.append(layout)
         return self._layout_ids[layout]
 
-    def _new_row(self, key: tuple) -> int:
-        """Create the row of a new cell, or -1 (remembered) when its name or label cannot be stored."""
-        _, metric, label, _, layout = key
-        if not _VALID_NAME(metric) or "\x00" in label:
-            self.rows[key] = -1
-            return -1
-        row = self.rows[key] = len(self.row_keys)
-        self.row_keys.append(key)
-        self.row_offset.append(self.row_offset[-1] + len(self.layouts[layout].bounds))
-        return row
+    def _metric(self, name: str, label: str, process: str, layout: int) -> int:
+        """Id of a metric, or -1 (counted) when its name or label cannot be stored."""
+        key = (name, label, process, layout)
+        metric = self._metric_ids.get(key)
+        if metric is None:
+            valid = _VALID_NAME(name) and "\x00" not in label
+            metric = self._metric_ids[key] = len(self.metrics) if valid else -1
+            if valid:
+                self.metrics.append(key)
+        if metric < 0:
+            self.dropped["bad_name"] += 1
+        return metric
 
-    def _metric_name(self, prefix: str, raw: str, separator: str = "") -> str | None:
+    def _metric_name(self, prefix: str, raw: str) -> str | None:
         """SCALARS_/SIMPLE_MEASURES_ names, cached; None for excluded scalars."""
         name = self._names.get((prefix, raw), False)
         if name is False:
@@ -212,46 +224,48 @@ class Accumulator:
             layout = self._from_ping[key] = _UNUSABLE if found is None else self._layout_id(found)
         return layout
 
+    def _cache(self, process: str, family: str) -> dict:
+        cache = self._fast.get((process, family))
+        if cache is None:
+            cache = self._fast[(process, family)] = {}
+        return cache
+
     # -- pings ----------------------------------------------------------------------------------------------
     def add(self, ping: object) -> tuple[str, ...] | str:
         """Aggregate one ping; returns its dimension set, or the reason it was skipped."""
         dimensions = ping_dimensions(ping, self.options)
         if type(dimensions) is str:
             return dimensions
-        dim = self.dimensions.setdefault(dimensions, len(self.dimensions))
+        histograms_before, values_before = len(self._h_metrics), len(self._s_metrics)
         payload = ping["payload"]
         processes = payload.get("processes") or {}
         for process in PROCESS_TYPES:
             measures = processes.get(process) or {}
-            self._scalars(dim, process, measures.get("scalars"))
-            self._keyed_scalars(dim, process, measures.get("keyedScalars"))
-        self._histograms(dim, "parent", payload)
-        self._simple_measures(dim, "parent", payload.get("simpleMeasurements"))
+            self._scalars(process, measures.get("scalars"))
+            self._keyed_scalars(process, measures.get("keyedScalars"))
+        self._histograms("parent", payload)
+        self._simple_measures("parent", payload.get("simpleMeasurements"))
         for child in payload.get("childPayloads") or ():
-            self._histograms(dim, "content", child)
-            self._simple_measures(dim, "content", child.get("simpleMeasurements"))
+            self._histograms("content", child)
+            self._simple_measures("content", child.get("simpleMeasurements"))
         for process in ("content", "gpu"):
             if process in processes:
-                self._histograms(dim, process, processes[process])
-        self._pending_pings += 1
-        if self._pending_pings >= _FLUSH_PINGS:
+                self._histograms(process, processes[process])
+        self._p_dimensions.append(self.dimensions.setdefault(dimensions, len(self.dimensions)))
+        self._p_histograms.append(len(self._h_metrics) - histograms_before)
+        self._p_values.append(len(self._s_metrics) - values_before)
+        if len(self._p_dimensions) >= _FLUSH_PINGS:
             self.flush()
         return dimensions
 
-    # Each family below has a fast path: a per-(dimension set, process, family) cache from the metric's
-    # key in the ping to its row, taken when the value is of the common, valid shape. Everything else
-    # (first sight of a metric, layouts taken from the ping, odd values) goes through the general path.
-    def _fast(self, dim: int, process: str, family: str) -> dict:
-        fast = self._fast_rows.get((dim, process, family))
-        if fast is None:
-            fast = self._fast_rows[(dim, process, family)] = {}
-        return fast
-
-    def _histograms(self, dim: int, process: str, container: dict) -> None:
+    # Each family has a fast path through `_cache(process, family)`, from the metric's key in the ping to its
+    # id, taken when the value has the common, valid shape. Everything else (first sight of a metric, layouts
+    # taken from the ping, odd values) goes through the general path, which fills the cache when it can.
+    def _histograms(self, process: str, container: dict) -> None:
         histograms = container.get("histograms")
         if histograms is not None:
             if type(histograms) is dict:
-                self._histogram_map(dim, process, histograms, None)
+                self._histogram_map(process, histograms, None)
             else:
                 self.dropped["bad_container"] += 1
         keyed = container.get("keyedHistograms")
@@ -266,29 +280,29 @@ class Accumulator:
             if type(by_label) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
-            self._histogram_map(dim, process, by_label, name)
+            self._histogram_map(process, by_label, name)
 
-    def _histogram_map(self, dim: int, process: str, histograms: dict, keyed_name: str | None) -> None:
+    def _histogram_map(self, process: str, histograms: dict, keyed_name: str | None) -> None:
         """`{name: histogram}`, or the `{label: histogram}` of the keyed histogram `keyed_name`."""
-        fast = self._fast(dim, process, "histogram")
-        add_row, add_sum, add_size = self._h_rows.append, self._h_sums.append, self._h_sizes.append
+        cache = self._cache(process, "histogram")
+        add_metric, add_sum, add_size = self._h_metrics.append, self._h_sums.append, self._h_sizes.append
         add_keys, add_values = self._h_keys.extend, self._h_values.extend
         for key, histogram in histograms.items():
             cached = key if keyed_name is None else (keyed_name, key)
-            row = fast.get(cached)
-            if row is not None and type(histogram) is dict:
+            metric = cache.get(cached)
+            if metric is not None and type(histogram) is dict:
                 values, total, kind = histogram.get("values"), histogram.get("sum"), histogram.get("histogram_type")
                 if type(values) is dict and type(total) is int and total >= 0 and type(kind) is int and kind != 4:
-                    add_row(row)
+                    add_metric(metric)
                     add_sum(total)
                     add_size(len(values))
                     add_keys(values)
                     add_values(values.values())
                     continue
             name, label = (key, "") if keyed_name is None else (keyed_name, key)
-            self._histogram(dim, process, name, label, histogram, fast, cached)
+            self._histogram(process, name, label, histogram, cache, cached)
 
-    def _histogram(self, dim: int, process: str, name: str, label: str, histogram: object, fast: dict, cached) -> None:
+    def _histogram(self, process: str, name: str, label: str, histogram: object, cache: dict, cached) -> None:
         if type(histogram) is not dict:
             self.dropped["bad_histogram"] += 1
             return
@@ -297,61 +311,52 @@ class Accumulator:
             self.dropped["bad_histogram"] += 1
             return
         if kind == 4:
-            self._value(dim, process, "[[COUNT]]_" + name, label, self.count_layout, total)
+            self._value(process, "[[COUNT]]_" + name, label, self.count_layout, total)
             return
         layout = self._histogram_layout(name, histogram)
         if layout < 0:
             self.dropped["bad_layout"] += 1
             return
-        row = self._row(dim, name, label, process, layout)
-        if row < 0:
+        metric = self._metric(name, label, process, layout)
+        if metric < 0:
             return
         if self._defined[name] == layout:  # the same for every ping: cacheable
-            fast[cached] = row
-        self._h_rows.append(row)
+            cache[cached] = metric
+        self._h_metrics.append(metric)
         self._h_sums.append(total)
         self._h_sizes.append(len(values))
         self._h_keys.extend(values)
         self._h_values.extend(values.values())
 
-    def _row(self, dim: int, name: str, label: str, process: str, layout: int) -> int:
-        key = (dim, name, label, process, layout)
-        row = self.rows.get(key)
-        if row is None:
-            row = self._new_row(key)
-        if row < 0:
-            self.dropped["bad_name"] += 1
-        return row
-
-    def _value(self, dim: int, process: str, name: str, label: str, layout: int, value: object) -> int:
+    def _value(self, process: str, name: str, label: str, layout: int, value: object) -> int:
         """One scalar-like value (a scalar, a simple measurement or a count histogram's sum); returns its
-        row, or -1 when the value or the name cannot be aggregated."""
+        metric id, or -1 when the value or the name cannot be aggregated."""
         if not isinstance(value, int | float) or value < 0:
             self.dropped["bad_value"] += 1
             return -1
-        row = self._row(dim, name, label, process, layout)
-        if row >= 0:
-            self._s_rows.append(row)
+        metric = self._metric(name, label, process, layout)
+        if metric >= 0:
+            self._s_metrics.append(metric)
             self._s_values.append(value)
-        return row
+        return metric
 
-    def _value_map(self, dim: int, process: str, family: str, values: dict, name_of, layout: int) -> None:
+    def _value_map(self, process: str, family: str, values: dict, name_of, layout: int) -> None:
         """Scalar-like `{key: value}`; `name_of(key)` gives (metric name, label), or None to skip the key."""
-        fast = self._fast(dim, process, family)
-        add_row, add_value = self._s_rows.append, self._s_values.append
+        cache = self._cache(process, family)
+        add_metric, add_value = self._s_metrics.append, self._s_values.append
         for key, value in values.items():
-            row = fast.get(key)
-            if row is not None and (type(value) is int or type(value) is float) and value >= 0:
-                add_row(row)
+            metric = cache.get(key)
+            if metric is not None and (type(value) is int or type(value) is float) and value >= 0:
+                add_metric(metric)
                 add_value(value)
                 continue
             named = name_of(key)
             if named is not None:
-                row = self._value(dim, process, named[0], named[1], layout, value)
-                if row >= 0:
-                    fast[key] = row
+                metric = self._value(process, named[0], named[1], layout, value)
+                if metric >= 0:
+                    cache[key] = metric
 
-    def _scalars(self, dim: int, process: str, scalars: object) -> None:
+    def _scalars(self, process: str, scalars: object) -> None:
         if scalars is None:
             return
         if type(scalars) is not dict:
@@ -362,9 +367,9 @@ class Accumulator:
             name = self._metric_name("SCALARS_", raw)
             return None if name is None else (name, "")
 
-        self._value_map(dim, process, "scalar", scalars, name_of, self.scalar_layout)
+        self._value_map(process, "scalar", scalars, name_of, self.scalar_layout)
 
-    def _keyed_scalars(self, dim: int, process: str, keyed: object) -> None:
+    def _keyed_scalars(self, process: str, keyed: object) -> None:
         if keyed is None:
             return
         if type(keyed) is not dict:
@@ -377,9 +382,9 @@ class Accumulator:
             if type(by_key) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
-            self._value_map(dim, process, name, by_key, lambda key, n=name: (n, key.upper()), self.scalar_layout)
+            self._value_map(process, name, by_key, lambda key, n=name: (n, key.upper()), self.scalar_layout)
 
-    def _simple_measures(self, dim: int, process: str, measures: object) -> None:
+    def _simple_measures(self, process: str, measures: object) -> None:
         if measures is None:
             return
         if type(measures) is not dict:
@@ -388,46 +393,66 @@ class Accumulator:
         for raw, value in measures.items():
             if type(value) is dict:  # one level of nesting: SIMPLE_MEASURES_<RAW>_<SUB>
                 prefix = self._metric_name("SIMPLE_MEASURES_", raw) + "_"
-                self._value_map(
-                    dim,
-                    process,
-                    "simple:" + raw,
-                    value,
-                    lambda sub, p=prefix: (p + sub.upper(), ""),
-                    self.simple_layout,
-                )
+                nested = lambda sub, p=prefix: (p + sub.upper(), "")  # noqa: E731
+                self._value_map(process, "simple:" + raw, value, nested, self.simple_layout)
 
         def name_of(raw: str) -> tuple[str, str] | None:
             if type(measures[raw]) is dict:
                 return None
             return self._metric_name("SIMPLE_MEASURES_", raw), ""
 
-        self._value_map(dim, process, "simple", measures, name_of, self.simple_layout)
+        self._value_map(process, "simple", measures, name_of, self.simple_layout)
 
     # -- arrays ---------------------------------------------------------------------------------------------
     def _clear_pending(self) -> None:
-        self._h_rows: list[int] = []
+        self._p_dimensions: list[int] = []  # per ping: its dimension set and how many samples it recorded
+        self._p_histograms: list[int] = []
+        self._p_values: list[int] = []
+        self._h_metrics: list[int] = []  # per histogram
         self._h_sums: list = []
         self._h_sizes: list[int] = []
-        self._h_keys: list[str] = []
+        self._h_keys: list[str] = []  # per bucket entry
         self._h_values: list = []
-        self._s_rows: list[int] = []
+        self._s_metrics: list[int] = []  # per scalar-like value
         self._s_values: list = []
 
-    def _reserve(self) -> None:
-        rows, buckets = len(self.row_keys), self.row_offset[-1]
-        if buckets > len(self.histogram):
-            self.histogram = _grown(self.histogram, buckets)
-        if rows > len(self.sums):
-            self.sums, self.counts = _grown(self.sums, rows), _grown(self.counts, rows)
+    def _rows(self, dimensions: np.ndarray, metrics: np.ndarray) -> np.ndarray:
+        """Row of each (dimension set, metric), creating the rows not seen before."""
+        codes = (dimensions << 32) | metrics
+        unique = np.unique(codes)
+        where = np.searchsorted(self._codes, unique)
+        known = where < len(self._codes)
+        known[known] = self._codes[where[known]] == unique[known]
+        new = unique[~known]
+        if len(new):
+            first = len(self.row_dimension)
+            new_metrics = new & 0xFFFFFFFF
+            self.row_dimension = np.concatenate([self.row_dimension, new >> 32])
+            self.row_metric = np.concatenate([self.row_metric, new_metrics])
+            layout_sizes = np.array([len(layout.bounds) for layout in self.layouts], dtype=np.int64)
+            metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
+            sizes = layout_sizes[metric_layouts[new_metrics]]
+            self.row_offset = np.concatenate([self.row_offset, self.row_offset[-1] + np.cumsum(sizes)])
+            self.histogram = _grown(self.histogram, int(self.row_offset[-1]))
+            self.sums = _grown(self.sums, len(self.row_dimension))
+            self.counts = _grown(self.counts, len(self.row_dimension))
+            codes_all = np.concatenate([self._codes, new])
+            order = np.argsort(codes_all, kind="stable")
+            self._codes = codes_all[order]
+            self._code_rows = np.concatenate([self._code_rows, np.arange(first, first + len(new))])[order]
+        return self._code_rows[np.searchsorted(self._codes, codes)]
 
     def flush(self) -> None:
         """Add the pending samples into the dense arrays."""
-        self._reserve()
-        offsets = np.asarray(self.row_offset, dtype=np.int64)
-        row_layouts = np.fromiter((k[4] for k in self.row_keys), dtype=np.int64, count=len(self.row_keys))
+        ping_dimensions = np.asarray(self._p_dimensions, dtype=np.int64)
+        h_dimensions = np.repeat(ping_dimensions, np.asarray(self._p_histograms, dtype=np.int64))
+        s_dimensions = np.repeat(ping_dimensions, np.asarray(self._p_values, dtype=np.int64))
+        h_rows = self._rows(h_dimensions, np.asarray(self._h_metrics, dtype=np.int64))
+        s_rows = self._rows(s_dimensions, np.asarray(self._s_metrics, dtype=np.int64))
+        metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
+        row_layouts = metric_layouts[self.row_metric] if len(self.metrics) else np.zeros(0, dtype=np.int64)
+        offsets = self.row_offset
         # histogram buckets: key -> column of the row's layout, or dropped
-        h_rows = np.asarray(self._h_rows, dtype=np.int64)
         entry_rows = np.repeat(h_rows, np.asarray(self._h_sizes, dtype=np.int64))
         keys = self._bucket_keys()
         values = self._nonnegative(self._h_values, "bad_bucket_value")
@@ -440,13 +465,11 @@ class Accumulator:
         self.overflow += saturating_add_at(self.sums, h_rows, self._clamped(self._h_sums))
         self.overflow += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
         # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
-        s_rows = np.asarray(self._s_rows, dtype=np.int64)
         positions = offsets[s_rows] + self._scalar_columns(row_layouts[s_rows], self._s_values)
         self.overflow += saturating_add_at(self.histogram, positions, np.ones(len(s_rows), dtype=np.int64))
         self.overflow += saturating_add_at(self.sums, s_rows, self._integer_parts(self._s_values))
         self.overflow += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
         self._clear_pending()
-        self._pending_pings = 0
 
     def _bucket_keys(self) -> np.ndarray:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the
@@ -527,30 +550,23 @@ class Accumulator:
         return np.where(table[index] == wanted, index - starts[layouts], -1)
 
     def finish(self, stats: RunStats) -> Aggregate:
-        """The partition's aggregate, canonical (sorted) like every aggregate."""
+        """The partition's aggregate (rows in order of first sight: `rebuild` sorts them when merging)."""
         self.flush()
         stats.dropped.update(self.dropped)
         stats.overflow += self.overflow
-        dimensions = sorted(self.dimensions, key=self.dimensions.__getitem__)
-        metric_ids: dict[tuple, int] = {}
-        row_metric = []
-        for _, name, label, process, layout in self.row_keys:
-            metric = (name, label, process, self.layouts[layout])
-            row_metric.append(metric_ids.setdefault(metric, len(metric_ids)))
-        rows = len(self.row_keys)
-        raw = Aggregate(
+        rows = len(self.row_dimension)
+        return Aggregate(
             BUILD_ID_COLUMNS,
-            dimensions,
-            list(metric_ids),
-            np.fromiter((k[0] for k in self.row_keys), dtype=np.int32, count=rows),
-            np.asarray(row_metric, dtype=np.int32),
-            np.asarray(self.row_offset, dtype=np.int64),
+            sorted(self.dimensions, key=self.dimensions.__getitem__),
+            [(name, label, process, self.layouts[layout]) for name, label, process, layout in self.metrics],
+            self.row_dimension.astype(np.int32),
+            self.row_metric.astype(np.int32),
+            self.row_offset.copy(),
             self.sums[:rows].copy(),
             self.counts[:rows].copy(),
             self.histogram[: self.row_offset[-1]].copy(),
             stats,
         )
-        return rebuild([raw])
 
 
 _UNDEFINED, _UNUSABLE = -1, -2  # layout ids of histograms without a (usable) definition

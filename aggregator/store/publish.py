@@ -1,0 +1,275 @@
+"""Publish snapshot runs into the store, one (kind, submission date) contribution at a time.
+
+One transaction per contribution, under the advisory lock of its (kind, date): check the digest, COPY the
+rows into new staging tables and index them, then swap them in for the served leaves with the catalog, the
+contribution and the ledger row. Nothing is visible to readers before the commit, a publish killed anywhere
+rolls back whole (no orphan tables), and only the final swap takes locks that readers wait for. Why this
+shape: docs/store.md.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import asyncpg
+
+from aggregator.aggregate import Aggregate
+from aggregator.layouts import Layout
+from aggregator.snapshot import list_dates, read_attrs, read_run
+from aggregator.store import schema
+from aggregator.store.encode import LEAF_COLUMNS, ROLLUP_COLUMNS, Contribution, layout_digest, parse_day
+from aggregator.store.locks import day_lock, with_short_locks
+
+
+class PublishError(RuntimeError):
+    """A publish that could not complete; the previously published data is still served."""
+
+
+@dataclass
+class Published:
+    kind: str
+    day: date
+    action: str  # published | unchanged
+    publish_id: int
+    rows: int
+    rollup_rows: int
+    skipped: int
+    seconds: float
+
+    def line(self) -> str:
+        skipped = f", {self.skipped} rows not storable" if self.skipped else ""
+        return (
+            f"{self.action:<10} {self.kind} {self.day:%Y%m%d}: {self.rows} rows, {self.rollup_rows} rollup rows"
+            f"{skipped} ({self.seconds:.1f} s, publish {self.publish_id})"
+        )
+
+
+def day_of(text: str) -> date:
+    day = parse_day(text)
+    if day is None:
+        raise PublishError(f"{text!r} is not a date as YYYYMMDD")
+    return day
+
+
+async def publish_run(
+    conn: asyncpg.Connection, snapshot: str, kind: str, date_text: str, force: bool = False
+) -> Published:
+    """Publish the snapshot's current run of (kind, date); `unchanged` when its digest is already served."""
+    return await _publish(
+        conn,
+        kind,
+        day_of(date_text),
+        snapshot,
+        lambda: read_attrs(snapshot, kind, date_text)["digest"],
+        lambda: read_run(snapshot, kind, date_text),
+        force,
+    )
+
+
+async def publish_aggregate(
+    conn: asyncpg.Connection, aggregate: Aggregate, attrs: dict, snapshot: str, force: bool = False
+) -> Published:
+    """Publish an aggregate already in memory (with its run's attributes), as publish_run would."""
+    kind = attrs["kind"]
+    return await _publish(
+        conn,
+        kind,
+        day_of(attrs["submission_date"]),
+        snapshot,
+        lambda: attrs["digest"],
+        lambda: (aggregate, attrs),
+        force,
+    )
+
+
+async def publish_dates(
+    conn: asyncpg.Connection, snapshot: str, dates: Iterable[str], kinds: Iterable[str], say: Callable = print
+) -> list[Published]:
+    results = []
+    for date_text in dates:
+        for kind in kinds:
+            results.append(await publish_run(conn, snapshot, kind, date_text))
+            say(results[-1].line())
+    return results
+
+
+async def rebuild(conn: asyncpg.Connection, snapshot: str, say: Callable = print) -> list[Published]:
+    """Publish every run of the snapshot archive again (forced: the database is made to match it), and name
+    the contributions the archive does not have."""
+    await schema.migrate(conn)
+    found = list_dates(snapshot)
+    results = []
+    for kind, date_text in found:
+        results.append(await publish_run(conn, snapshot, kind, date_text, force=True))
+        say(results[-1].line())
+    archived = {(kind, day_of(d)) for kind, d in found}
+    for row in await conn.fetch("SELECT kind, submission_date FROM contributions ORDER BY 2, 1"):
+        if (row["kind"], row["submission_date"]) not in archived:
+            say(
+                f"not in the snapshot: {row['kind']} {row['submission_date']:%Y%m%d} "
+                "(still served; `db trim` drops old days)"
+            )
+    return results
+
+
+async def _publish(
+    conn: asyncpg.Connection,
+    kind: str,
+    day: date,
+    snapshot: str,
+    digest_of: Callable[[], str],
+    load: Callable[[], tuple[Aggregate, dict]],
+    force: bool,
+) -> Published:
+    started, clock = datetime.now(UTC), time.perf_counter()
+    prepared = None
+    if force or await _served(conn, kind, day, "digest") != digest_of():
+        prepared = await _prepare(conn, kind, day, load)  # before the lock: two publishers load in parallel
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *day_lock(kind, day))
+        current = await _served(conn, kind, day, "*")
+        digest = prepared[1]["digest"] if prepared else digest_of()
+        if current and not force and current["digest"] == digest:
+            action, counts = "unchanged", current
+            publish_id = await _ledger(conn, action, kind, day, snapshot, counts, started)
+        else:
+            contribution, attrs, layout_ids = prepared or await _prepare(conn, kind, day, load)
+            # the rollup and catalog are computed (numpy, mostly without the GIL) while the leaf is copied
+            derived = asyncio.ensure_future(asyncio.to_thread(_derive, contribution))
+            stages = {"aggregates": await _stage(conn, "aggregates", contribution, contribution.leaf, layout_ids)}
+            rollup, catalog = await derived
+            stages["aggregates_all"] = await _stage(conn, "aggregates_all", contribution, rollup, layout_ids)
+            counts = {
+                "run_id": attrs["run_id"],
+                "digest": attrs["digest"],
+                "rows": len(contribution.leaf),
+                "rollup_rows": len(rollup),
+                "skipped": contribution.skipped,
+            }
+            action, publish_id = (
+                "published",
+                await _swap(conn, contribution, catalog, stages, snapshot, counts, started),
+            )
+    seconds = time.perf_counter() - clock
+    return Published(kind, day, action, publish_id, counts["rows"], counts["rollup_rows"], counts["skipped"], seconds)
+
+
+async def _served(conn: asyncpg.Connection, kind: str, day: date, column: str):
+    """The ledger row of the contribution served now (`*`), or one of its columns; None if there is none."""
+    row = await conn.fetchrow(
+        """SELECT p.* FROM contributions c JOIN publishes p ON p.id = c.publish_id
+           WHERE c.kind = $1 AND c.submission_date = $2""",
+        kind,
+        day,
+    )
+    return row if column == "*" or row is None else row[column]
+
+
+async def _prepare(
+    conn: asyncpg.Connection, kind: str, day: date, load: Callable[[], tuple[Aggregate, dict]]
+) -> tuple[Contribution, dict, dict[Layout, int]]:
+    """Read the run, compute its rows, and register its layouts and descriptions (shared, append-only data:
+    done outside the publish transaction, so concurrent publishes do not wait on each other's inserts)."""
+    aggregate, attrs = load()
+    contribution = Contribution.of(aggregate, kind, day)
+    layouts = contribution.layouts()
+    digests = [layout_digest(layout) for layout in layouts]
+    rows = [
+        (layout.kind, list(layout.bounds), list(layout.labels), d) for layout, d in zip(layouts, digests, strict=True)
+    ]
+    await conn.executemany(
+        """INSERT INTO layouts (kind, bounds, labels, digest) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (digest) DO NOTHING""",
+        [r for r in rows if r[3] not in set(await _layout_ids(conn, digests))],
+    )
+    ids = await _layout_ids(conn, digests)
+    descriptions = attrs.get("descriptions") or {}
+    await conn.execute(
+        """INSERT INTO descriptions (metric, description) SELECT * FROM unnest($1::text[], $2::text[])
+           ON CONFLICT (metric) DO UPDATE SET description = EXCLUDED.description
+           WHERE descriptions.description <> EXCLUDED.description""",
+        list(descriptions),
+        list(descriptions.values()),
+    )
+    return contribution, attrs, {layout: ids[d] for layout, d in zip(layouts, digests, strict=True)}
+
+
+async def _layout_ids(conn: asyncpg.Connection, digests: list[str]) -> dict[str, int]:
+    rows = await conn.fetch("SELECT digest, id FROM layouts WHERE digest = ANY($1)", digests)
+    return {r["digest"]: r["id"] for r in rows}
+
+
+def _derive(contribution: Contribution) -> tuple[Aggregate, dict[str, list[tuple]]]:
+    catalog = {"catalog_dates": contribution.catalog_dates(), "catalog_filters": contribution.catalog_filters()}
+    return contribution.rollup, catalog
+
+
+async def _stage(
+    conn: asyncpg.Connection, table: str, contribution: Contribution, rows: Aggregate, layout_ids: dict
+) -> str:
+    """A staging table of the leaf or rollup, filled by binary COPY; returns its name."""
+    stage = await schema.create_stage(conn, table, contribution.kind, contribution.day)
+    columns = LEAF_COLUMNS if table == "aggregates" else ROLLUP_COLUMNS
+    await conn.copy_to_table(
+        stage, source=_chunks(contribution.copy_stream(rows, layout_ids)), columns=columns, format="binary"
+    )
+    return stage
+
+
+async def _chunks(stream: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in stream:
+        yield chunk
+
+
+async def _swap(
+    conn: asyncpg.Connection,
+    contribution: Contribution,
+    catalog: dict[str, list[tuple]],
+    stages: dict[str, str],
+    snapshot: str,
+    counts: dict,
+    started: datetime,
+) -> int:
+    """Catalog, ledger, contribution, then the leaves: the DDL last, so that the locks readers wait for are
+    held for the shortest time."""
+    kind, day = contribution.kind, contribution.day
+
+    async def swap() -> int:
+        for table, rows in catalog.items():
+            await conn.execute(f"DELETE FROM {table} WHERE kind = $1 AND submission_date = $2", kind, day)
+            await conn.copy_records_to_table(table, records=rows)
+        publish_id = await _ledger(conn, "published", kind, day, snapshot, counts, started)
+        await conn.execute(
+            """INSERT INTO contributions (kind, submission_date, publish_id) VALUES ($1, $2, $3)
+               ON CONFLICT (kind, submission_date) DO UPDATE SET publish_id = EXCLUDED.publish_id""",
+            kind,
+            day,
+            publish_id,
+        )
+        for table, stage in stages.items():
+            await schema.swap_leaf(conn, table, kind, day, stage)
+        return publish_id
+
+    return await with_short_locks(conn, swap, f"publish {kind} {day:%Y%m%d}")
+
+
+async def _ledger(
+    conn: asyncpg.Connection, action: str, kind: str, day: date, snapshot: str, counts, started: datetime
+) -> int:
+    return await conn.fetchval(
+        """INSERT INTO publishes (kind, submission_date, snapshot, run_id, digest, rows, rollup_rows, skipped,
+                                  started_at, action)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+        kind,
+        day,
+        snapshot,
+        counts["run_id"],
+        counts["digest"],
+        counts["rows"],
+        counts["rollup_rows"],
+        counts["skipped"],
+        started,
+        action,
+    )

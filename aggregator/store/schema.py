@@ -1,0 +1,202 @@
+"""The only DDL of the project: versioned migrations, and the statements that stage, swap and drop leaves.
+
+Design and reasons: docs/store.md. Leaf and staging names are built here, only from a validated kind and a
+`datetime.date`, so no identifier ever comes from user input.
+"""
+
+from datetime import date, timedelta
+
+import asyncpg
+
+KINDS = ("build_id", "submission_date")
+TABLES = ("aggregates", "aggregates_all")  # the leaf-partitioned tables: the aggregates and their rollup
+MIGRATION_LOCK = (0x7A67, 0)  # the advisory lock key space of aggregator/store/locks.py
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is missing, older or newer than this code knows."""
+
+
+def _partitioned(table: str, columns: str) -> str:
+    """A table partitioned by kind, then by submission date (leaves are added by publishing)."""
+    subs = "".join(
+        f"CREATE TABLE {table}_{kind} PARTITION OF {table} FOR VALUES IN ('{kind}')"
+        " PARTITION BY RANGE (submission_date);\n"
+        for kind in KINDS
+    )
+    return (
+        f"CREATE TABLE {table} ({columns}) PARTITION BY LIST (kind);\n{subs}"
+        f"CREATE INDEX {table}_lookup ON {table} (channel, version, metric, date);\n"
+    )
+
+
+_DIMENSIONS = """
+    kind text NOT NULL, submission_date date NOT NULL, channel text NOT NULL, version integer NOT NULL,
+    date date NOT NULL"""
+_FILTERS = "application text NOT NULL, architecture text NOT NULL, os text NOT NULL, os_version text NOT NULL"
+_CELLS = """metric text NOT NULL, label text NOT NULL, process text NOT NULL,
+    layout integer NOT NULL, histogram bigint[] NOT NULL, sum bigint NOT NULL, count bigint NOT NULL"""
+
+_V1 = (
+    """
+CREATE TABLE layouts (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL, bounds bigint[] NOT NULL, labels text[] NOT NULL,
+    digest text NOT NULL UNIQUE
+);
+CREATE TABLE descriptions (metric text PRIMARY KEY, description text NOT NULL);
+CREATE TABLE publishes (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL, submission_date date NOT NULL,
+    snapshot text NOT NULL, run_id text NOT NULL, digest text NOT NULL,
+    rows bigint NOT NULL, rollup_rows bigint NOT NULL, skipped bigint NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL, published_at timestamptz NOT NULL DEFAULT now(),
+    action text NOT NULL CHECK (action IN ('published', 'unchanged', 'trimmed'))
+);
+CREATE INDEX publishes_day ON publishes (kind, submission_date);
+CREATE TABLE contributions (
+    kind text NOT NULL, submission_date date NOT NULL, publish_id bigint NOT NULL REFERENCES publishes,
+    PRIMARY KEY (kind, submission_date)
+);
+CREATE TABLE catalog_dates (
+    kind text NOT NULL, submission_date date NOT NULL, channel text NOT NULL, version integer NOT NULL,
+    date date NOT NULL,
+    PRIMARY KEY (kind, submission_date, channel, version, date)
+);
+CREATE INDEX catalog_dates_listing ON catalog_dates (kind, channel, version, date);
+CREATE TABLE catalog_filters (
+    kind text NOT NULL, submission_date date NOT NULL, channel text NOT NULL, version integer NOT NULL,
+    filter text NOT NULL, value text NOT NULL,
+    PRIMARY KEY (kind, submission_date, channel, version, filter, value)
+);
+CREATE INDEX catalog_filters_listing ON catalog_filters (channel, version, filter, value);
+"""
+    + _partitioned("aggregates", f"{_DIMENSIONS}, {_FILTERS}, {_CELLS}")
+    + _partitioned("aggregates_all", f"{_DIMENSIONS}, {_CELLS}")
+)
+
+# (version, description, SQL). Never edit a released migration: append a new one.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "partitioned aggregates and rollup, layouts, catalog, ledger", _V1),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+async def _version(conn: asyncpg.Connection) -> int | None:
+    """The newest applied migration, or None when the database has no schema_migrations table."""
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return None
+    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the pending migrations, each in its own transaction; returns the versions applied.
+
+    An advisory lock makes concurrent `db init`s wait for each other instead of failing halfway.
+    """
+    applied = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
+        await conn.execute(_LEDGER)
+        current = await _version(conn) or 0
+        if current > SCHEMA_VERSION:
+            raise SchemaError(_newer(current))
+        for version, description, sql in MIGRATIONS:
+            if version > current:
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", version, description
+                )
+                applied.append(version)
+    return applied
+
+
+def _newer(version: int) -> str:
+    return (
+        f"the database has schema version {version}, newer than this aggregator knows ({SCHEMA_VERSION}): "
+        "upgrade the aggregator"
+    )
+
+
+async def check_schema(conn: asyncpg.Connection) -> int:
+    """What the server calls at start-up: returns the schema version, or raises SchemaError saying what to do."""
+    version = await _version(conn)
+    if not version:
+        raise SchemaError("the database has no aggregates schema: run `aggregator db init`")
+    if version > SCHEMA_VERSION:
+        raise SchemaError(_newer(version))
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has schema version {version}, older than this aggregator's ({SCHEMA_VERSION}): "
+            "run `aggregator db init` to migrate it"
+        )
+    return version
+
+
+# ---- leaves: staged, swapped in, dropped ----------------------------------------------------------------
+
+
+def _checked(kind: str, day: date) -> None:
+    if kind not in KINDS or not isinstance(day, date):
+        raise ValueError(f"not a kind and a date: {kind!r}, {day!r}")
+
+
+def leaf_name(table: str, kind: str, day: date) -> str:
+    """`aggregates_<kind>_<YYYYMMDD>` or `aggregates_all_<kind>_<YYYYMMDD>`."""
+    _checked(kind, day)
+    if table not in TABLES:
+        raise ValueError(f"not a leaf-partitioned table: {table!r}")
+    return f"{table}_{kind}_{day:%Y%m%d}"
+
+
+async def create_stage(conn: asyncpg.Connection, table: str, kind: str, day: date) -> str:
+    """Inside the publish transaction: a new plain table shaped like the leaf, its partition bounds as a
+    CHECK so that ATTACH need not scan it, and the parent's index, which ATTACH then adopts. Its columns are
+    read from the catalog, not copied with LIKE, because LIKE would hold a lock on the parent until commit
+    and stall other days' swaps. The index exists before the COPY: the rows arrive in its order, so each
+    insert appends to its rightmost page, cheaper than building it afterwards with a scan of the whole heap."""
+    leaf = leaf_name(table, kind, day)
+    stage = f"stage_{leaf}"
+    columns = await conn.fetchval(
+        """SELECT string_agg(quote_ident(attname) || ' ' || format_type(atttypid, atttypmod)
+                             || CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END, ', ' ORDER BY attnum)
+           FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped""",
+        f"{table}_{kind}",
+    )
+    await conn.execute(f"CREATE TABLE {_quote(stage)} ({columns}, CONSTRAINT leaf_bounds CHECK ({_bounds(kind, day)}))")
+    await conn.execute(f"CREATE INDEX {_quote(stage + '_lookup')} ON {_quote(stage)} (channel, version, metric, date)")
+    return stage
+
+
+def _bounds(kind: str, day: date) -> str:
+    """SQL of the leaf's partition constraint (kind and date are validated, never user text)."""
+    _checked(kind, day)
+    after = day + timedelta(days=1)
+    return f"kind = '{kind}' AND submission_date >= '{day.isoformat()}' AND submission_date < '{after.isoformat()}'"
+
+
+def _quote(name: str) -> str:
+    """Names here are built by this module; quoting them anyway keeps the SQL safe whatever they become."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def swap_leaf(conn: asyncpg.Connection, table: str, kind: str, day: date, stage: str) -> None:
+    """Drop the served leaf and attach the staged one in its place (the caller's transaction makes it atomic)."""
+    leaf = leaf_name(table, kind, day)
+    after = day + timedelta(days=1)
+    await conn.execute(f"DROP TABLE IF EXISTS {_quote(leaf)}")
+    await conn.execute(f"ALTER TABLE {_quote(stage)} RENAME TO {_quote(leaf)}")
+    await conn.execute(f"ALTER INDEX {_quote(stage + '_lookup')} RENAME TO {_quote(leaf + '_lookup')}")
+    await conn.execute(
+        f"ALTER TABLE {table}_{kind} ATTACH PARTITION {_quote(leaf)} "
+        f"FOR VALUES FROM ('{day.isoformat()}') TO ('{after.isoformat()}')"
+    )
+
+
+async def drop_leaf(conn: asyncpg.Connection, table: str, kind: str, day: date) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {_quote(leaf_name(table, kind, day))}")
