@@ -284,25 +284,29 @@ class Accumulator:
 
     def _histogram_map(self, process: str, histograms: dict, keyed_name: str | None) -> None:
         """`{name: histogram}`, or the `{label: histogram}` of the keyed histogram `keyed_name`."""
-        cache = self._cache(process, "histogram")
+        cache = self._cache(process, "histogram" if keyed_name is None else ("keyed", keyed_name))
+        cached = cache.get
         add_metric, add_sum, add_size = self._h_metrics.append, self._h_sums.append, self._h_sizes.append
         add_keys, add_values = self._h_keys.extend, self._h_values.extend
         for key, histogram in histograms.items():
-            cached = key if keyed_name is None else (keyed_name, key)
-            metric = cache.get(cached)
+            metric = cached(key)
             if metric is not None and type(histogram) is dict:
-                values, total, kind = histogram.get("values"), histogram.get("sum"), histogram.get("histogram_type")
-                if type(values) is dict and type(total) is int and total >= 0 and type(kind) is int and kind != 4:
-                    add_metric(metric)
-                    add_sum(total)
-                    add_size(len(values))
-                    add_keys(values)
-                    add_values(values.values())
-                    continue
+                try:
+                    values, total, kind = histogram["values"], histogram["sum"], histogram["histogram_type"]
+                except KeyError:
+                    pass
+                else:
+                    if type(values) is dict and type(total) is int and total >= 0 and type(kind) is int and kind != 4:
+                        add_metric(metric)
+                        add_sum(total)
+                        add_size(len(values))
+                        add_keys(values)
+                        add_values(values.values())
+                        continue
             name, label = (key, "") if keyed_name is None else (keyed_name, key)
-            self._histogram(process, name, label, histogram, cache, cached)
+            self._histogram(process, name, label, histogram, cache, key)
 
-    def _histogram(self, process: str, name: str, label: str, histogram: object, cache: dict, cached) -> None:
+    def _histogram(self, process: str, name: str, label: str, histogram: object, cache: dict, key: str) -> None:
         if type(histogram) is not dict:
             self.dropped["bad_histogram"] += 1
             return
@@ -321,7 +325,7 @@ class Accumulator:
         if metric < 0:
             return
         if self._defined[name] == layout:  # the same for every ping: cacheable
-            cache[cached] = metric
+            cache[key] = metric
         self._h_metrics.append(metric)
         self._h_sums.append(total)
         self._h_sizes.append(len(values))
