@@ -8,6 +8,7 @@ measured in the same run, alternating, best of --repeat, so the ratio holds on a
 """
 
 import argparse
+import contextlib
 import gzip
 import os
 import platform
@@ -36,10 +37,8 @@ def floor(files: list[str]) -> int:
     for path in files:
         with gzip.open(path, "rb") as f:
             for line in f:
-                try:
+                with contextlib.suppress(orjson.JSONDecodeError):
                     orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    pass
                 pings += 1
     return pings
 
@@ -67,9 +66,7 @@ def end_to_end(corpus, workers: int, snapshot: Path) -> tuple[float, list[int]]:
     """Wall time of a whole run on a fresh LocalCluster, and each worker's peak RSS in bytes."""
     started = time.perf_counter()
     with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         config = JobConfig(
@@ -102,9 +99,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", default=".bench")
@@ -117,14 +112,18 @@ def main() -> None:
     mib = corpus.bytes_uncompressed / 2**20
     definitions = Definitions.load(corpus.histograms_definitions)
 
-    floor_s, job_s = best_of(
-        args.repeat, lambda: floor(corpus.files), lambda: aggregate(corpus.files, definitions)
-    )
+    floor_s, job_s = best_of(args.repeat, lambda: floor(corpus.files), lambda: aggregate(corpus.files, definitions))
     runs = {n: end_to_end(corpus, n, workdir / f"snapshot-{n}") for n in (1, 2)}
     half = generate_corpus(
         str(workdir / f"corpus-{args.pings // 2}"), pings=args.pings // 2, days=2, seed=5, files_per_day=4
     )
     half_run = end_to_end(half, 2, workdir / "snapshot-half")
+
+    def per_second(seconds: float) -> str:
+        return f"{seconds:.2f} | {corpus.pings / seconds:,.0f} | {mib / seconds:.1f}"
+
+    def memory(peaks: list[int]) -> str:
+        return ", ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
 
     rows = [
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.",
@@ -133,24 +132,20 @@ def main() -> None:
         f"{len(corpus.files)} gzip files (`aggregator generate --pings {args.pings} --days 2 --seed 5 "
         "--files-per-day 8`).",
         "",
-        "| single core, best of %d | seconds | pings/s | MiB/s of JSON | vs floor |" % args.repeat,
+        f"| single core, best of {args.repeat} | seconds | pings/s | MiB/s of JSON | throughput vs floor |",
         "|---|---|---|---|---|",
-        f"| floor: gunzip + `orjson.loads` | {floor_s:.2f} | {corpus.pings / floor_s:,.0f} | {mib / floor_s:.1f} | 1.00 |",
-        f"| extraction + aggregation (what a worker does) | {job_s:.2f} | {corpus.pings / job_s:,.0f} | "
-        f"{mib / job_s:.1f} | {floor_s / job_s:.2f} |",
+        f"| floor: gunzip + `orjson.loads` of every line | {per_second(floor_s)} | 1.00 |",
+        f"| extraction + aggregation (what a worker does) | {per_second(job_s)} | {floor_s / job_s:.2f} |",
         "",
         "| end to end on a LocalCluster (start-up included) | seconds | speed-up | peak RSS per worker |",
         "|---|---|---|---|",
     ]
     for n, (seconds, peaks) in runs.items():
-        memory = ", ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
         rows.append(
-            f"| {n} worker{'s' if n > 1 else ''}, {corpus.pings} pings | {seconds:.1f} | "
-            f"{runs[1][0] / seconds:.2f} | {memory} |"
+            f"| {n} worker(s), {corpus.pings} pings | {seconds:.1f} | {runs[1][0] / seconds:.2f} | {memory(peaks)} |"
         )
-    memory = ", ".join(f"{p / 2**20:.0f} MiB" for p in half_run[1])
     rows.append(
-        f"| 2 workers, {half.pings} pings (same file size, half the files) | {half_run[0]:.1f} | | {memory} |"
+        f"| 2 workers, {half.pings} pings (same file size, half the files) | {half_run[0]:.1f} | | {memory(half_run[1])} |"
     )
     text = "\n".join(rows)
     print(text)
