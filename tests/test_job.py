@@ -94,10 +94,12 @@ def test_local_cluster_matches_reference(corpus, local_client, tmp_path):
 
 
 def test_without_definitions_layouts_come_from_the_pings(corpus, local_client, tmp_path):
-    cfg = config(corpus, tmp_path / "snap", split_every=2)
+    report = tmp_path / "report.html"
+    cfg = config(corpus, tmp_path / "snap", split_every=2, performance_report=str(report))
     cfg.definitions = None
     run_job(cfg, client=local_client, say=lambda *_: None)
     assert_matches_reference(str(tmp_path / "snap"), reference(corpus.output, False))
+    assert "aggregate_chunk" in report.read_text()  # Dask's performance report of the run
 
 
 @pytest.mark.cluster

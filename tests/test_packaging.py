@@ -32,3 +32,14 @@ def test_python_version_matches():
     python = next(d for d in environment["dependencies"] if isinstance(d, str) and d.startswith("python="))
     minimum = project["requires-python"].removeprefix(">=")
     assert python.removeprefix("python=") == minimum
+
+
+def test_dockerfile_installs_the_package_as_the_readme_does():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    python = project["requires-python"].removeprefix(">=")
+    assert all(f"FROM python:{python}" in line for line in dockerfile.splitlines() if line.startswith("FROM"))
+    assert "pip install --no-cache-dir ." in dockerfile  # the package and its declared dependencies, nothing else
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    for package in packages["include"]:
+        assert f"COPY {package.rstrip('*')} " in dockerfile
