@@ -32,7 +32,7 @@ EXCLUDED_KEYED_HISTOGRAMS = frozenset({"MESSAGE_MANAGER_MESSAGE_SIZE", "VIDEO_DE
 EXCLUDED_SCALAR_PREFIX = "browser.engagement.navigation"
 FILTER_REASONS = frozenset({"sampled_out", "channel", "channel_not_selected", "fennec", "other_date"})
 _VALID_NAME = re.compile(r"[A-Za-z0-9_\-\[\].]+\Z").match
-_FLUSH_PINGS = 2000
+_FLUSH_PINGS = 500
 
 
 @dataclass(frozen=True)
@@ -588,6 +588,9 @@ def _int_or_none(key: str) -> int:
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    """`array`, or a copy with room for `needed` items (doubling, so growth is amortised)."""
+    if needed <= len(array):
+        return array
     grown = np.zeros(max(needed, 2 * len(array)), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
