@@ -39,7 +39,9 @@ def saturating_add_at(target: np.ndarray, positions: np.ndarray, values: np.ndar
     int64 maximum. Returns how many cells were clamped."""
     if len(positions) == 0:
         return 0
-    headroom = float(values.sum(dtype=np.float64)) + float(target[positions].max())
+    # any cell's new value is at most the largest old one plus all the values: scan the smaller of the two
+    largest = target.max() if len(target) <= len(positions) else target[positions].max()
+    headroom = float(values.sum(dtype=np.float64)) + float(largest)
     if headroom < _SAFE_TOTAL:
         np.add.at(target, positions, values)
         return 0
@@ -131,10 +133,9 @@ def rebuild(
         dim_map = np.array([dim_rank.get(d, -1) for d in new_dims], dtype=np.int64)
         metric_map = np.array([metric_rank.get(m, -1) for m in part.metrics], dtype=np.int64)
         row_sizes = np.diff(part.row_offset)
-        bucket_rows = np.repeat(rows, row_sizes)
         keys.append(dim_map[part.row_dimension[rows]] * width + metric_map[part.row_metric[rows]])
         sizes.append(row_sizes[rows])
-        histograms.append(part.histogram[bucket_rows])
+        histograms.append(part.histogram if rows.all() else part.histogram[np.repeat(rows, row_sizes)])
         sums.append(part.sums[rows])
         counts.append(part.counts[rows])
     if not keys:
@@ -165,10 +166,10 @@ def _collapse(
     new_sizes[group] = sizes
     new_offset = np.zeros(len(unique_keys) + 1, dtype=np.int64)
     np.cumsum(new_sizes, out=new_offset[1:])
-    old_offset = np.zeros(len(keys) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=old_offset[1:])
-    bucket_row = np.repeat(np.arange(len(keys)), sizes)
-    targets = new_offset[group][bucket_row] + (np.arange(len(histogram)) - old_offset[bucket_row])
+    old_start = np.cumsum(sizes) - sizes
+    # bucket i of old row r moves to new_offset[group[r]] + (i - old_start[r]): one shift per row
+    targets = np.repeat(new_offset[group] - old_start, sizes)
+    targets += np.arange(len(histogram))
     new_histogram = np.zeros(int(new_offset[-1]), dtype=np.int64)
     new_sums = np.zeros(len(unique_keys), dtype=np.int64)
     new_counts = np.zeros(len(unique_keys), dtype=np.int64)
