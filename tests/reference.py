@@ -161,9 +161,7 @@ def drop_layout(cells: dict[tuple, Cell]) -> dict[tuple, Cell]:
 
 CHANNELS = frozenset({"nightly", "aurora", "beta", "release"})
 PROCESS_TYPES = ("parent", "content", "gpu")
-EXCLUDED_KEYED_HISTOGRAMS = frozenset(
-    {"MESSAGE_MANAGER_MESSAGE_SIZE", "VIDEO_DETAILED_DROPPED_FRAMES_PROPORTION"}
-)
+EXCLUDED_KEYED_HISTOGRAMS = frozenset({"MESSAGE_MANAGER_MESSAGE_SIZE", "VIDEO_DETAILED_DROPPED_FRAMES_PROPORTION"})
 NAVIGATION_PREFIX = "browser.engagement.navigation"
 METRIC_NAME = re.compile(r"[A-Za-z0-9_\-\[\].]+")
 EIGHT_DIGITS = re.compile(r"[0-9]{8}")
@@ -400,9 +398,7 @@ def _add_histogram(
         acc["histogram"][key] = acc["histogram"].get(key, 0) + count
 
 
-def _extract_histograms(
-    state: State, payload: dict[str, Any], process: str, definitions: dict[str, Any]
-) -> None:
+def _extract_histograms(state: State, payload: dict[str, Any], process: str, definitions: dict[str, Any]) -> None:
     """`histograms` and `keyedHistograms` of one payload (top level, child or process)."""
     histograms = payload.get("histograms", {})
     if isinstance(histograms, dict):

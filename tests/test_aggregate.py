@@ -48,9 +48,7 @@ def make(cells: list[tuple[tuple[str, ...], tuple[str, str, str, Layout], list[i
 
 
 def as_dict(aggregate: Aggregate) -> dict:
-    return {
-        (d, m, label, p, layout): (counts, s, n) for d, m, label, p, layout, counts, s, n in aggregate.cells()
-    }
+    return {(d, m, label, p, layout): (counts, s, n) for d, m, label, p, layout, counts, s, n in aggregate.cells()}
 
 
 def dims(date: str, build: str, os_name: str = "Linux") -> tuple[str, ...]:

@@ -27,9 +27,7 @@ def lines_of(files: list[str]) -> list[str]:
 
 
 @cache
-def reference(
-    folder: str, definitions: bool, channels: tuple[str, ...] | None = None
-) -> dict[str, Reference]:
+def reference(folder: str, definitions: bool, channels: tuple[str, ...] | None = None) -> dict[str, Reference]:
     """The reference aggregation of each submission_date=D folder of a corpus (pings filed under D count for D)."""
     histograms = json.loads((Path(folder) / "Histograms.json").read_text()) if definitions else None
     by_date = {}
@@ -48,9 +46,7 @@ def job_cells(snapshot: str, kind: str, date: str) -> dict[tuple, tuple]:
     aggregate, _ = read_run(snapshot, kind, date)
     cells = {}
     for dims, metric, label, process, layout, counts, total, count in aggregate.cells():
-        kind_name = (
-            "exponential" if metric.startswith("[[COUNT]]") and layout.kind == "count" else layout.kind
-        )
+        kind_name = "exponential" if metric.startswith("[[COUNT]]") and layout.kind == "count" else layout.kind
         key = (*dims, metric, label, process, (kind_name, layout.bounds))
         cells[key] = (kind_name, layout.bounds, tuple(counts), total, count)
     return cells
@@ -130,13 +126,9 @@ def test_rerunning_a_date_replaces_it(corpus, local_client, tmp_path):
 
 
 def test_too_many_malformed_pings_fail_the_run_and_write_nothing(local_client, tmp_path):
-    bad = generate_corpus(
-        str(tmp_path / "bad"), pings=120, days=1, seed=2, files_per_day=1, malformed_fraction=0.25
-    )
+    bad = generate_corpus(str(tmp_path / "bad"), pings=120, days=1, seed=2, files_per_day=1, malformed_fraction=0.25)
     with pytest.raises(JobFailed, match="malformed"):
-        run_job(
-            config(bad, tmp_path / "snap", max_bad_fraction=0.1), client=local_client, say=lambda *_: None
-        )
+        run_job(config(bad, tmp_path / "snap", max_bad_fraction=0.1), client=local_client, say=lambda *_: None)
     assert not (tmp_path / "snap").exists()
 
 

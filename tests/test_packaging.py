@@ -19,9 +19,7 @@ def test_environment_matches_pyproject():
     wanted = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = dict(
-        _split(d)
-        for d in environment["dependencies"]
-        if isinstance(d, str) and not d.startswith(("python", "pip"))
+        _split(d) for d in environment["dependencies"] if isinstance(d, str) and not d.startswith(("python", "pip"))
     )
     assert conda == wanted
 

@@ -89,9 +89,7 @@ def cells(result: Reference) -> dict[tuple, Cell]:
     return drop_layout(result.build_id)
 
 
-def cell(
-    result: Reference, metric: str, label: str = "", process: str = "parent", dims: tuple = DIMS
-) -> Cell:
+def cell(result: Reference, metric: str, label: str = "", process: str = "parent", dims: tuple = DIMS) -> Cell:
     return cells(result)[(*dims, metric, label, process)]
 
 
@@ -373,9 +371,7 @@ def test_checks_apply_in_table_order() -> None:
         make_ping({"meta.sampleId": DELETE, "application.version": 5}),  # missing_field first
         channels={"beta"},
     )
-    assert result.malformed == Counter(
-        {"bad_dimension": 1, "bad_sample_id": 1, "wrong_type": 1, "missing_field": 1}
-    )
+    assert result.malformed == Counter({"bad_dimension": 1, "bad_sample_id": 1, "wrong_type": 1, "missing_field": 1})
     assert result.filtered == Counter({"sampled_out": 1, "fennec": 1, "channel": 1})
     assert result.aggregated == 0
 
