@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench lint format clean
+.PHONY: install test demo bench bench-publish lint format clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/job.py --output docs/benchmarks.md
+	$(BIN)/python bench/publish.py --output docs/benchmarks.md
+	$(BIN)/python bench/api.py --output docs/benchmarks.md
+
+bench-publish: install
+	$(BIN)/python bench/publish.py --output docs/benchmarks.md
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,18 +1,24 @@
 """Shared fixtures: a generated corpus, a LocalCluster, and a separately started scheduler and workers."""
 
+import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from distributed import Client, LocalCluster
 
 from aggregator.generate import GenerateSummary, generate_corpus
+from aggregator.job import run_job
 
 DASK = str(Path(sys.executable).with_name("dask"))  # the `dask` command an operator runs
+# Where tests create their own databases (scripts/ensure-postgres.sh starts a server there).
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +81,37 @@ def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def snapshot(corpus: GenerateSummary, local_client: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The corpus aggregated by the job on the LocalCluster: the snapshot the API's tests publish."""
+    from tests.test_job import config  # the job tests' configuration of a corpus run
+
+    path = tmp_path_factory.mktemp("snapshot") / "snap"
+    run_job(config(corpus, path), client=local_client, say=lambda *_: None)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scratch_database() -> Iterator[Callable[[str], str]]:
+    """Creates databases named `<prefix>_<random>` (other developers' tests run at the same time) and drops
+    them when the module is done; each call returns the new database's URL."""
+    made: list[str] = []
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    for name in made:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

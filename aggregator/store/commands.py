@@ -16,8 +16,22 @@ from aggregator.store.publish import PublishError, publish_dates, rebuild
 from aggregator.store.status import status
 from aggregator.store.trim import cutoff, trim
 
+
+class UsageError(ValueError):
+    """A command given without what it needs."""
+
+
 # What the store's commands may raise for a reason the user can act on: printed, no traceback.
-ERRORS = (NoDatabase, schema.SchemaError, PublishError, LockBusy, SnapshotError, asyncpg.PostgresError, OSError)
+ERRORS = (
+    UsageError,
+    NoDatabase,
+    schema.SchemaError,
+    PublishError,
+    LockBusy,
+    SnapshotError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction, date: Callable[[str], str]) -> None:
@@ -28,21 +42,26 @@ def add_commands(commands: argparse._SubParsersAction, date: Callable[[str], str
     publish.add_argument(
         "--kind", action="append", choices=KINDS, help="build_id or submission_date; repeatable (default: both)"
     )
-    db = commands.add_parser("db", help="manage the database: init, status, rebuild, trim")
-    actions = db.add_subparsers(dest="action", required=True)
-    actions.add_parser("init", help="create or migrate the schema (idempotent)")
-    actions.add_parser("status", help="schema version, what is served, the latest publishes")
-    again = actions.add_parser("rebuild", help="publish every run of a snapshot archive again")
-    again.add_argument("--snapshot", required=True, metavar="URL")
-    retention = actions.add_parser("trim", help="drop the days older than the retention window")
-    retention.add_argument("--keep-days", type=int, required=True, metavar="N", help="days kept before the base date")
-    retention.add_argument("--base-date", type=date, metavar="YYYYMMDD", help="default: today (UTC)")
-    retention.add_argument("--dry-run", action="store_true", help="list what would be dropped, drop nothing")
+    db = commands.add_parser(
+        "db",
+        help="manage the database",
+        description="init: create or migrate the schema (idempotent); status: schema version, what is served, "
+        "the latest publishes; rebuild: publish every run of a snapshot archive again; trim: drop the days "
+        "older than the retention window",
+    )
+    db.add_argument("action", choices=("init", "status", "rebuild", "trim"))
+    db.add_argument("--snapshot", metavar="URL", help="rebuild: the snapshot archive")
+    db.add_argument("--keep-days", type=int, metavar="N", help="trim: days kept before the base date")
+    db.add_argument("--base-date", type=date, metavar="YYYYMMDD", help="trim: default today (UTC)")
+    db.add_argument("--dry-run", action="store_true", help="trim: list what would be dropped, drop nothing")
 
 
 def publish_after_run(snapshot: str, dates: list[str], no_publish: bool) -> None:
     """`aggregator run` publishes what it wrote when a database is configured, unless told not to."""
-    if no_publish or not configured():
+    if no_publish:
+        return
+    if not configured():
+        print("no database configured (DATABASE_URL or POSTGRES_HOST): the snapshot is not published")
         return
     print(f"publishing {len(dates)} submission dates")
 
@@ -63,6 +82,12 @@ def publish_command(args: argparse.Namespace) -> int:
 
 
 def db_command(args: argparse.Namespace) -> int:
+    needed = {"rebuild": ("snapshot", "--snapshot URL"), "trim": ("keep_days", "--keep-days N")}.get(args.action)
+    if needed and getattr(args, needed[0]) is None:
+        raise UsageError(f"db {args.action} needs {needed[1]}")
+    if args.keep_days is not None and args.keep_days < 0:
+        raise UsageError("--keep-days is a number of days, 0 or more")
+
     async def body(conn: asyncpg.Connection) -> None:
         if args.action == "init":
             applied = await schema.migrate(conn)

@@ -10,7 +10,7 @@ from aggregator.settings import setting
 
 
 class NoDatabase(RuntimeError):
-    """No database is configured."""
+    """No database is configured, or it does not answer."""
 
 
 def connect_options(read_only: bool = False) -> dict | None:
@@ -46,4 +46,8 @@ async def connect(read_only: bool = False) -> asyncpg.Connection:
     options = connect_options(read_only)
     if options is None:
         raise NoDatabase("no database configured: set DATABASE_URL (or POSTGRES_HOST, POSTGRES_USER, ...)")
-    return await asyncpg.connect(**options)
+    try:
+        return await asyncpg.connect(**options)
+    except OSError as error:  # refused, unreachable, unknown host: say which database
+        where = options.get("host") or options.get("dsn", "").rpartition("@")[2]
+        raise NoDatabase(f"cannot connect to the database at {where}: {error}") from error

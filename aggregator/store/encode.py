@@ -11,9 +11,8 @@ import hashlib
 import itertools
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cached_property
 
 import numpy as np
 
@@ -25,7 +24,7 @@ TRAILER = struct.pack(">h", -1)
 _EPOCH = date(2000, 1, 1)  # Postgres' day zero
 _INT8_OID = 20
 _INT4_MAX = 2**31 - 1
-_BATCH = 4096  # rows encoded per numpy pass (a few MiB), so memory does not grow with the day
+_BATCH = 1024  # rows encoded per numpy pass (about 1 MiB: fits the caches; memory does not grow with the day)
 _FILTERS = ("application", "architecture", "os", "os_version")  # what the rollup sums away
 _CELLS = ("metric", "label", "process", "layout", "sum", "count", "histogram")
 LEAF_COLUMNS = ("kind", "submission_date", "channel", "version", "date", *_FILTERS, *_CELLS)
@@ -57,12 +56,20 @@ def parse_day(text: str) -> date | None:
 
 @dataclass
 class Contribution:
-    """One (kind, submission date): the rows to serve, and how many rows of the run cannot be stored."""
+    """One (kind, submission date): the rows to serve, how many rows of the run cannot be stored, and once
+    derived, their rollup and catalog rows (`catalog_dates`, `catalog_filters`)."""
 
     kind: str
     day: date
     leaf: Aggregate
     skipped: int
+    rollup: Aggregate | None = None
+    catalog: dict[str, list[tuple]] = field(default_factory=dict)
+
+    def derive(self) -> None:
+        """Compute the rollup and the catalog (numpy mostly, so it can run in a thread beside a COPY)."""
+        self.rollup = rollup(self.leaf)
+        self.catalog = {"catalog_dates": self.catalog_dates(), "catalog_filters": self.catalog_filters()}
 
     @classmethod
     def of(cls, aggregate: Aggregate, kind: str, day: date) -> "Contribution":
@@ -70,10 +77,6 @@ class Contribution:
 
     def layouts(self) -> list[Layout]:
         return sorted({m[3] for m in self.leaf.metrics}, key=layout_digest)
-
-    @cached_property
-    def rollup(self) -> Aggregate:
-        return _rollup(self.leaf)
 
     def copy_stream(self, aggregate: Aggregate, layout_ids: dict[Layout, int]) -> Iterator[bytes]:
         """The binary COPY stream of the leaf or of the rollup, rows in index order."""
@@ -139,7 +142,7 @@ def _storable(aggregate: Aggregate, kind: str) -> tuple[Aggregate, int]:
     return kept, len(aggregate) - len(kept)
 
 
-def _rollup(leaf: Aggregate) -> Aggregate:
+def rollup(leaf: Aggregate) -> Aggregate:
     """The leaf with application, architecture, os and os_version summed away, exactly as
     `rebuild([leaf], dimension_key=...)` would: that is the definition, and the path taken whenever a total
     could reach the int64 range. Otherwise rows of one layout length are summed as a matrix

@@ -1,7 +1,7 @@
 """Publish snapshot runs into the store, one (kind, submission date) contribution at a time.
 
 One transaction per contribution, under the advisory lock of its (kind, date): check the digest, COPY the
-rows into new staging tables and index them, then swap them in for the served leaves with the catalog, the
+rows into new indexed staging tables, then swap them in for the served leaves with the catalog, the
 contribution and the ledger row. Nothing is visible to readers before the commit, a publish killed anywhere
 rolls back whole (no orphan tables), and only the final swap takes locks that readers wait for. Why this
 shape: docs/store.md.
@@ -136,21 +136,22 @@ async def _publish(
             publish_id = await _ledger(conn, action, kind, day, snapshot, counts, started)
         else:
             contribution, attrs, layout_ids = prepared or await _prepare(conn, kind, day, load)
-            # the rollup and catalog are computed (numpy, mostly without the GIL) while the leaf is copied
-            derived = asyncio.ensure_future(asyncio.to_thread(_derive, contribution))
+            derived = asyncio.ensure_future(asyncio.to_thread(contribution.derive))  # beside the leaf's COPY
             stages = {"aggregates": await _stage(conn, "aggregates", contribution, contribution.leaf, layout_ids)}
-            rollup, catalog = await derived
-            stages["aggregates_all"] = await _stage(conn, "aggregates_all", contribution, rollup, layout_ids)
+            await derived
+            stages["aggregates_all"] = await _stage(
+                conn, "aggregates_all", contribution, contribution.rollup, layout_ids
+            )
             counts = {
                 "run_id": attrs["run_id"],
                 "digest": attrs["digest"],
                 "rows": len(contribution.leaf),
-                "rollup_rows": len(rollup),
+                "rollup_rows": len(contribution.rollup),
                 "skipped": contribution.skipped,
             }
             action, publish_id = (
                 "published",
-                await _swap(conn, contribution, catalog, stages, snapshot, counts, started),
+                await _swap(conn, contribution, stages, snapshot, counts, started),
             )
     seconds = time.perf_counter() - clock
     return Published(kind, day, action, publish_id, counts["rows"], counts["rollup_rows"], counts["skipped"], seconds)
@@ -170,8 +171,8 @@ async def _served(conn: asyncpg.Connection, kind: str, day: date, column: str):
 async def _prepare(
     conn: asyncpg.Connection, kind: str, day: date, load: Callable[[], tuple[Aggregate, dict]]
 ) -> tuple[Contribution, dict, dict[Layout, int]]:
-    """Read the run, compute its rows, and register its layouts and descriptions (shared, append-only data:
-    done outside the publish transaction, so concurrent publishes do not wait on each other's inserts)."""
+    """Read the run, keep its storable rows, and register its layouts and descriptions (shared, append-only
+    data: outside the publish transaction, so that concurrent publishes do not wait on each other's inserts)."""
     aggregate, attrs = load()
     contribution = Contribution.of(aggregate, kind, day)
     layouts = contribution.layouts()
@@ -179,10 +180,11 @@ async def _prepare(
     rows = [
         (layout.kind, list(layout.bounds), list(layout.labels), d) for layout, d in zip(layouts, digests, strict=True)
     ]
+    known = await _layout_ids(conn, digests)
     await conn.executemany(
         """INSERT INTO layouts (kind, bounds, labels, digest) VALUES ($1, $2, $3, $4)
            ON CONFLICT (digest) DO NOTHING""",
-        [r for r in rows if r[3] not in set(await _layout_ids(conn, digests))],
+        [r for r in rows if r[3] not in known],
     )
     ids = await _layout_ids(conn, digests)
     descriptions = attrs.get("descriptions") or {}
@@ -199,11 +201,6 @@ async def _prepare(
 async def _layout_ids(conn: asyncpg.Connection, digests: list[str]) -> dict[str, int]:
     rows = await conn.fetch("SELECT digest, id FROM layouts WHERE digest = ANY($1)", digests)
     return {r["digest"]: r["id"] for r in rows}
-
-
-def _derive(contribution: Contribution) -> tuple[Aggregate, dict[str, list[tuple]]]:
-    catalog = {"catalog_dates": contribution.catalog_dates(), "catalog_filters": contribution.catalog_filters()}
-    return contribution.rollup, catalog
 
 
 async def _stage(
@@ -226,7 +223,6 @@ async def _chunks(stream: Iterator[bytes]) -> AsyncIterator[bytes]:
 async def _swap(
     conn: asyncpg.Connection,
     contribution: Contribution,
-    catalog: dict[str, list[tuple]],
     stages: dict[str, str],
     snapshot: str,
     counts: dict,
@@ -237,7 +233,7 @@ async def _swap(
     kind, day = contribution.kind, contribution.day
 
     async def swap() -> int:
-        for table, rows in catalog.items():
+        for table, rows in contribution.catalog.items():
             await conn.execute(f"DELETE FROM {table} WHERE kind = $1 AND submission_date = $2", kind, day)
             await conn.copy_records_to_table(table, records=rows)
         publish_id = await _ledger(conn, "published", kind, day, snapshot, counts, started)

@@ -1,0 +1,315 @@
+"""Benchmark of the HTTP API: a published month, a load generator on 127.0.0.1 at 1 and 32 concurrent
+clients, and beside each route the bare SQL that yields the same answer (histograms summed in Postgres).
+
+    python bench/api.py --output docs/benchmarks.md
+
+The month: 30 submission dates of generated pings (3 channels, their 2 versions each, the matching build ids)
+aggregated by the job on a LocalCluster and published by the store into a database of its own. The service
+runs as `python -m server` with its response cache off, so every request reaches Postgres; the load
+generator and the bare SQL run in this process. Server, Postgres and load share the machine's cores.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from distributed import Client, LocalCluster
+
+from aggregator.generate import generate_corpus
+from aggregator.job import JobConfig, run_job
+from aggregator.snapshot import list_dates
+from aggregator.store import schema
+from aggregator.store.publish import publish_dates
+from server import queries
+
+MARK = "<!-- bench/api.py -->"
+CHANNELS = ["nightly", "beta", "release"]
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+KEYED = "IPC_READ_MAIN_THREAD_LATENCY_MS"  # 50 labels
+METRIC = "GC_MS"
+
+# The metric answer computed entirely in Postgres: the bare-SQL baseline of the metric routes.
+SQL_SUM = """
+WITH cells AS ({cells}),
+buckets AS (SELECT date, label, i, sum(v)::bigint AS v
+            FROM cells, unnest(histogram) WITH ORDINALITY AS u(v, i) GROUP BY date, label, i),
+totals AS (SELECT date, label, sum(sum)::bigint AS sum, sum(count)::bigint AS count FROM cells GROUP BY date, label)
+SELECT t.date, t.label, array_agg(b.v ORDER BY b.i) AS histogram, t.sum, t.count
+FROM totals t JOIN buckets b USING (date, label) GROUP BY t.date, t.label, t.sum, t.count"""
+ROLLUP_CELLS = """SELECT date, label, histogram, sum, count FROM aggregates_all
+WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[])"""
+FILTERED_CELLS = """SELECT date, label, histogram, sum, count FROM aggregates
+WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[])
+  AND os = ANY($6::text[]) AND architecture = ANY($7::text[]) AND process = ANY($8::text[])"""
+
+
+def build_month(workdir: Path, pings: int) -> tuple[str, list[str]]:
+    """The snapshot of a generated month (reused when the workdir already has it)."""
+    snapshot = workdir / f"snapshot-{pings}"
+    corpus = generate_corpus(str(workdir / f"month-{pings}"), pings=pings, days=30, seed=7, files_per_day=2)
+    if len(list_dates(str(snapshot))) != 60:
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            config = JobConfig(
+                inputs=[corpus.output],
+                snapshot=str(snapshot.resolve()),
+                dates=corpus.dates,
+                definitions=corpus.histograms_definitions,
+                scalar_definitions=corpus.scalars_definitions,
+                channels=CHANNELS,
+                progress=False,
+            )
+            run_job(config, client=client, say=lambda *_: None)
+    return str(snapshot.resolve()), corpus.dates
+
+
+async def publish(url: str, snapshot: str, dates: list[str]) -> float:
+    conn = await asyncpg.connect(url)
+    started = time.perf_counter()
+    try:
+        await schema.migrate(conn)
+        await publish_dates(conn, snapshot, dates, schema.KINDS, say=lambda *_: None)
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def run_load(call: Callable[[], Awaitable[None]], clients: int, requests: int) -> tuple[list[float], float]:
+    """`requests` calls spread over `clients` concurrent loops; each call's latency, and the wall time."""
+    latencies: list[float] = []
+    remaining = requests
+
+    async def loop() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(clients)))
+    return latencies, time.perf_counter() - started
+
+
+def summary(latencies: list[float], wall: float) -> tuple[float, float, float]:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1000, p99 * 1000, len(ordered) / wall
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_for(base: str, session: aiohttp.ClientSession) -> None:
+    for _ in range(200):
+        try:
+            async with session.get(f"{base}/__lbheartbeat__") as answer:
+                if answer.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
+    """(name, API path, bare SQL, its arguments) for the nightly channel's newest version."""
+    version = await pool.fetchval(  # the nightly version with the most submission dates
+        "SELECT version FROM catalog_dates WHERE kind = 'submission_date' AND channel = 'nightly' "
+        "GROUP BY version ORDER BY count(*) DESC, version DESC LIMIT 1"
+    )
+    rows = await pool.fetch(
+        "SELECT DISTINCT date FROM catalog_dates WHERE kind = 'submission_date' AND channel = 'nightly' "
+        "AND version = $1 ORDER BY date DESC LIMIT 30",
+        version,
+    )
+    dates = [r["date"] for r in rows]
+    text = ",".join(f"{d:%Y%m%d}" for d in dates)
+    base = f"/aggregates_by/submission_date/channels/nightly/?version={version}&dates={text}"
+    key = ("submission_date", "nightly", version)
+    filters = (["Linux", "Windows_NT"], ["x86-64"], ["parent"])
+    return [
+        ("channels", "/aggregates_by/submission_date/channels/", queries.CHANNELS, ("submission_date",)),
+        ("dates", "/aggregates_by/submission_date/channels/nightly/dates/", queries.DATES, key[:2]),
+        ("filters", f"/filters/?channel=nightly&version={version}", queries.FILTERS, ("nightly", version)),
+        (
+            f"{len(dates)}-date histogram, no filter",
+            f"{base}&metric={METRIC}",
+            SQL_SUM.format(cells=ROLLUP_CELLS),
+            (*key, METRIC, dates),
+        ),
+        (
+            f"{len(dates)}-date histogram, 3 filters",
+            f"{base}&metric={METRIC}&os=Linux&os=Windows_NT&architecture=x86-64&child=parent",
+            SQL_SUM.format(cells=FILTERED_CELLS),
+            (*key, METRIC, dates, *filters),
+        ),
+        (
+            f"keyed, 50 labels, {len(dates)} dates",
+            f"{base}&metric={KEYED}",
+            SQL_SUM.format(cells=ROLLUP_CELLS),
+            (*key, KEYED, dates),
+        ),
+    ]
+
+
+def start_server(url: str, cache_entries: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = os.environ | {"DATABASE_URL": url, "DATABASE_RO_URL": url, "API_CACHE_ENTRIES": str(cache_entries)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def measure(url: str, requests: int) -> list[str]:
+    """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
+    response cache on, which is what repeated dashboard requests get."""
+    servers = {entries: start_server(url, entries) for entries in (0, 1000)}
+    rows = []
+    try:
+        connector = aiohttp.TCPConnector(limit=64)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            asyncpg.create_pool(  # planned as the service plans (server/app.py)
+                url, min_size=10, max_size=10, server_settings={"plan_cache_mode": "force_generic_plan"}
+            ) as pool,
+        ):
+            for _, base in servers.values():
+                await wait_for(base, session)
+            runs = [(name, servers[0][1], path, sql, args) for name, path, sql, args in await scenarios(pool)]
+            name, _, path, sql, args = runs[3]
+            runs.append((f"{name}, response cache on", servers[1000][1], path, sql, args))
+            for name, base, path, sql, args in runs:
+
+                async def api(url=base + path) -> None:
+                    async with session.get(url) as answer:
+                        assert answer.status == 200, (answer.status, url)
+                        await answer.read()
+
+                async def bare(sql=sql, args=args) -> None:
+                    assert await pool.fetch(sql, *args)
+
+                for call in (api, bare):  # warm up: plans, caches, connections
+                    await run_load(call, 8, 40)
+                for clients in (1, 32):
+                    count = requests if clients == 1 else requests * 4
+                    a50, a99, arate = summary(*await run_load(api, clients, count))
+                    s50, s99, srate = summary(*await run_load(bare, clients, count))
+                    rows.append(
+                        f"| {name} | {clients} | {a50:.1f} / {a99:.1f} | {arate:,.0f} | {s50:.1f} / {s99:.1f} | "
+                        f"{srate:,.0f} | {a50 / s50:.2f} |"
+                    )
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+    return rows
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, aiohttp {aiohttp.__version__}"
+
+
+async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tuple[list[str], dict]:
+    name = f"ta_bench_api_{secrets.token_hex(4)}"
+    await admin(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        seconds = await publish(url, snapshot, dates)
+        conn = await asyncpg.connect(url)
+        facts = dict(
+            await conn.fetchrow(
+                """SELECT (SELECT count(*) FROM aggregates) AS rows, (SELECT count(*) FROM aggregates_all) AS rollup,
+                          (SELECT count(DISTINCT metric) FROM aggregates) AS metrics,
+                          (SELECT count(DISTINCT (channel, version)) FROM catalog_dates) AS versions,
+                          (SELECT count(DISTINCT date) FROM catalog_dates WHERE kind = 'build_id') AS builds"""
+            )
+        )
+        await conn.close()
+        facts["publish_seconds"] = seconds
+        return await measure(url, args.requests), facts
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pings", type=int, default=3000, help="pings over the 30 days")
+    parser.add_argument("--requests", type=int, default=100, help="requests per scenario at 1 client (x4 at 32)")
+    parser.add_argument("--workdir", default=".bench")
+    parser.add_argument("--output", help="markdown file to write the figures into")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    workdir.mkdir(exist_ok=True)
+    snapshot, dates = build_month(workdir, args.pings)
+    load = os.getloadavg()[0]
+    rows, facts = asyncio.run(bench(args, snapshot, dates))
+    text = "\n".join(
+        [
+            f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}; load average {load:.1f} when it began "
+            "(other work on the machine shares its cores and its Postgres).",
+            "",
+            f"Data: {args.pings} generated pings over 30 submission dates (`--channels {','.join(CHANNELS)}`), "
+            f"{facts['versions']} channel/versions, {facts['builds']} build ids, {facts['metrics']} metrics: "
+            f"{facts['rows']:,} rows and {facts['rollup']:,} rollup rows, published in "
+            f"{facts['publish_seconds']:.1f} s.",
+            "Service: `python -m server`, response cache off (`API_CACHE_ENTRIES=0`) unless the row says otherwise, "
+            "default pool (10). "
+            "Bare SQL: the same answer computed in Postgres (histograms summed with `unnest ... GROUP BY`), "
+            "through an asyncpg pool of 10 in the load process. Latencies in ms, p50 / p99.",
+            "",
+            "| route | clients | API p50 / p99 | API req/s | bare SQL p50 / p99 | SQL q/s | API / SQL (p50) |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    print(text)
+    if args.output:
+        output = Path(args.output)
+        old = output.read_text() if output.exists() else "# Benchmarks\n"
+        head, _, rest = old.partition(f"{MARK}\n")
+        _, _, tail = rest.partition(f"{MARK}\n")
+        section = f"{MARK}\n## The HTTP API (`bench/api.py`)\n\n{text}\n{MARK}\n"
+        output.write_text(head.rstrip("\n") + "\n\n" + section + tail if head else section + tail)
+
+
+if __name__ == "__main__":
+    main()

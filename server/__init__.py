@@ -1,0 +1,1 @@
+"""The aggregates HTTP API: python_mozaggregator's routes on aiohttp and asyncpg (docs in README, "The API")."""

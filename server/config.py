@@ -1,0 +1,63 @@
+"""The service's settings, read once from the declared environment variables (aggregator/settings.py).
+
+A frozen dataclass rather than globals, so tests build apps with `dataclasses.replace(settings, ...)`.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from aggregator.settings import setting
+
+
+def _words(text: str | None, separator: str | None) -> tuple[str, ...]:
+    return tuple(w.strip() for w in (text or "").split(separator) if w.strip())
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    database: dict  # asyncpg connect keyword arguments (aggregator.store.connect.connect_options)
+    host: str
+    port: int
+    pool_min: int
+    pool_max: int
+    statement_timeout_ms: int
+    cache_entries: int
+    max_age: int
+    ledger_poll_seconds: float
+    force_https: bool
+    version_file: str
+    blacklist: tuple[str, ...]
+    auth_only_metrics: frozenset[str]
+    public_release_metrics: frozenset[str]
+    allow_all_release_metrics: bool
+    jwks: str | None
+    audience: str
+    issuer: str
+    blacklist_patterns: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blacklist_patterns", tuple(re.compile(p) for p in self.blacklist))
+
+    @classmethod
+    def from_env(cls, database: dict) -> "ServerSettings":
+        """The settings of the environment (each variable's declared default when unset)."""
+        return cls(
+            database=database,
+            host=setting("API_HOST"),
+            port=int(setting("API_PORT")),
+            pool_min=int(setting("API_POOL_MIN")),
+            pool_max=int(setting("API_POOL_MAX")),
+            statement_timeout_ms=int(setting("API_STATEMENT_TIMEOUT_MS")),
+            cache_entries=int(setting("API_CACHE_ENTRIES")),
+            max_age=int(setting("API_MAX_AGE")),
+            ledger_poll_seconds=float(setting("API_LEDGER_POLL_SECONDS")),
+            force_https=setting("API_FORCE_HTTPS") == "True",
+            version_file=setting("API_VERSION_FILE"),
+            blacklist=_words(setting("METRICS_BLACKLIST"), None),
+            auth_only_metrics=frozenset(_words(setting("AUTH_ONLY_METRICS"), ",")),
+            public_release_metrics=frozenset(_words(setting("PUBLIC_RELEASE_METRICS"), ",")),
+            allow_all_release_metrics=setting("ALLOW_ALL_RELEASE_METRICS") == "True",
+            jwks=setting("AUTH_JWKS"),
+            audience=setting("AUTH_AUDIENCE"),
+            issuer=setting("AUTH_ISSUER"),
+        )

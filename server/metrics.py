@@ -1,0 +1,52 @@
+"""Prometheus metrics of one app: latency by route, database pool use, response cache hits, DB errors.
+
+Each app has its own registry, so several apps (tests) never share counters.
+"""
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Gauges(Collector):
+    """Values read when scraped (pool and cache sizes), from callables the app sets up."""
+
+    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]]) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, (help_text, read) in self.gauges.items():
+            yield GaugeMetricFamily(name, help_text, value=read())
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "api_request_duration_seconds",
+            "Time to answer a request, by route and status.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "api_cache_lookups", "Response cache lookups, by result.", ["result"], registry=self.registry
+        )
+        self.db_errors = Counter(
+            "api_database_errors",
+            "Requests answered 503 because of the database, by cause.",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.registry.register(_Gauges(self.gauges))
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.gauges[name] = (help_text, read)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

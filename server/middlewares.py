@@ -1,0 +1,124 @@
+"""Cross-cutting HTTP behaviour: JSON errors and 503s, latency metrics, CORS, security headers, the trailing
+slash redirect and the optional https redirect of the original."""
+
+import logging
+import time
+
+import asyncpg
+from aiohttp import hdrs, web
+
+from server.errors import DATABASE_ERRORS, Unavailable, error_response
+from server.keys import METRICS, SETTINGS
+
+log = logging.getLogger("server")
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'; default-src 'self'",
+    "X-Content-Security-Policy": "frame-ancestors 'none'; default-src 'self'",
+}
+ALLOWED_METHODS = "GET, HEAD, OPTIONS"
+HTTPS_EXEMPT = ("/status", "/__version__", "/__heartbeat__", "/__lbheartbeat__")  # prefixes, as the original
+RETRY_AFTER = "5"
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def https_redirect(request: web.Request, handler) -> web.StreamResponse:
+    """Plain-HTTP requests go to https (API_FORCE_HTTPS), unless a TLS proxy in front says it was https."""
+    if (
+        request.app[SETTINGS].force_https
+        and not request.secure
+        and request.headers.get("X-Forwarded-Proto") != "https"
+        and not request.path.startswith(HTTPS_EXEMPT)
+    ):
+        raise web.HTTPMovedPermanently(request.url.with_scheme("https"))
+    return await handler(request)
+
+
+@web.middleware
+async def measure(request: web.Request, handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exception:
+        status = exception.status
+        raise
+    finally:
+        request.app[METRICS].latency.labels(_route(request), request.method, str(status)).observe(
+            time.perf_counter() - started
+        )
+
+
+@web.middleware
+async def errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every error answer is JSON; the database being unreachable or too slow is a 503 the client may retry."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exception:
+        if exception.status < 400 or exception.content_type == "application/json":
+            raise
+        return _as_json(request, exception)
+    except Unavailable as failure:
+        return _unavailable(request, failure.code, failure.description)
+    except asyncpg.QueryCanceledError:
+        return _unavailable(request, "query_timeout", "The query took too long; try again, or ask for fewer dates.")
+    except DATABASE_ERRORS as failure:
+        log.warning("database unavailable: %r", failure)
+        return _unavailable(request, "database_unavailable", "The database is not answering; try again shortly.")
+    except Exception:
+        log.exception("unhandled error on %s", request.path_qs)
+        return error_response(500, "internal_error", "Internal server error.")
+
+
+def _as_json(request: web.Request, exception: web.HTTPException) -> web.Response:
+    """aiohttp's own errors (no route, wrong method, request too large) with a JSON body."""
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    allow = {"Allow": ALLOWED_METHODS} if exception.status == 405 else None
+    return error_response(exception.status, codes.get(exception.status, "error"), exception.reason, allow)
+
+
+def _unavailable(request: web.Request, code: str, description: str) -> web.Response:
+    request.app[METRICS].db_errors.labels(code).inc()
+    return error_response(503, code, description, {"Retry-After": RETRY_AFTER})
+
+
+@web.middleware
+async def preflight(request: web.Request, handler) -> web.StreamResponse:
+    """OPTIONS on any route: the CORS preflight answer (any origin; Authorization and Content-Type allowed)."""
+    if request.method == hdrs.METH_OPTIONS and isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed):
+        return web.Response(
+            headers={
+                "Allow": ALLOWED_METHODS,
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "86400",
+            }
+        )
+    return await handler(request)
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response, errors included: CORS as the original (the Origin echoed, else *), no framing."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin or "*"
+    if origin:
+        vary = response.headers.get(hdrs.VARY)
+        response.headers[hdrs.VARY] = f"{vary}, Origin" if vary else "Origin"
+    response.headers.update(SECURITY_HEADERS)
+    if request.secure:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+
+
+def setup_middlewares(app: web.Application) -> None:
+    app.middlewares.extend(
+        [https_redirect, measure, errors, preflight, web.normalize_path_middleware(append_slash=True)]
+    )
+    app.on_response_prepare.append(add_headers)

@@ -1,0 +1,61 @@
+"""Operational routes: dockerflow's three, /status, the authenticated /authed and /clear-cache, /metrics and
+/openapi.json."""
+
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from aggregator.store.schema import SchemaError, check_schema
+from server.errors import DATABASE_ERRORS, not_found
+from server.keys import CACHE, METRICS, POOL, SETTINGS
+from server.openapi import spec
+from server.policy import require_auth
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def lbheartbeat(request: web.Request) -> web.Response:
+    return web.Response()
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    """Dockerflow's health check, with the database (reachable, and at the schema version we read)."""
+    try:
+        async with request.app[POOL].acquire(timeout=5) as conn:
+            await check_schema(conn)
+    except (SchemaError, *DATABASE_ERRORS) as failure:
+        body = {"status": "error", "checks": {"database": "error"}, "details": {"database": str(failure)}}
+        return web.json_response(body, status=503, dumps=lambda o: orjson.dumps(o).decode())
+    return web.json_response({"status": "ok", "checks": {"database": "ok"}, "details": {}})
+
+
+async def version(request: web.Request) -> web.Response:
+    path = Path(request.app[SETTINGS].version_file)
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        raise not_found("version.json not found") from None
+    return web.json_response(document, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def authed(request: web.Request) -> web.Response:
+    await require_auth(request)
+    return web.Response(text="Authenticated")
+
+
+async def clear_cache(request: web.Request) -> web.Response:
+    await require_auth(request)
+    request.app[CACHE].clear()
+    return web.Response(text="Cache Cleared")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(spec(), dumps=lambda o: orjson.dumps(o).decode())

@@ -1,0 +1,173 @@
+"""The SQL of every route, read through the schema of aggregator/store/schema.py (docs/store.md).
+
+Every value from a request is a bind parameter; no identifier is ever built from input. Metric requests
+without an application, architecture, os or osVersion filter read the rollup `aggregates_all`, a few rows
+per date. Histograms come back as `array_send` bytes, which numpy reads without making a Python int per
+bucket (server/histograms.py sums them).
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from server.histograms import Layout, Row
+from server.params import MetricQuery
+
+COUNT_PREFIX = "[[COUNT]]_"  # how count histograms are stored
+
+GENERATION = "SELECT coalesce(max(id), 0) FROM publishes"
+
+CHANNELS = "SELECT DISTINCT channel FROM catalog_dates WHERE kind = $1 ORDER BY channel"
+
+DATES = """
+SELECT DISTINCT version, date FROM catalog_dates WHERE kind = $1 AND channel = $2
+ORDER BY date DESC, version DESC"""
+
+# The catalog holds each value once per contribution (a month: 30 copies of each); walking the distinct
+# (filter, value) pairs down the index one probe at a time reads each once, 5x faster than DISTINCT.
+FILTERS = """
+WITH RECURSIVE pairs AS (
+    (SELECT filter, value FROM catalog_filters WHERE channel = $1 AND version = $2 ORDER BY filter, value LIMIT 1)
+    UNION ALL
+    SELECT next.filter, next.value FROM pairs, LATERAL (
+        SELECT c.filter, c.value FROM catalog_filters c
+        WHERE c.channel = $1 AND c.version = $2 AND (c.filter, c.value) > (pairs.filter, pairs.value)
+        ORDER BY c.filter, c.value LIMIT 1) AS next
+)
+SELECT filter, array_agg(value ORDER BY value) AS "values" FROM pairs GROUP BY filter"""
+
+KNOWN_METRIC = """
+SELECT EXISTS (SELECT 1 FROM catalog_filters WHERE channel = $1 AND version = $2 AND filter = 'metric'
+               AND value = ANY($3::text[]))
+    OR EXISTS (SELECT 1 FROM descriptions WHERE metric = ANY($3::text[]))"""
+
+DESCRIPTIONS = "SELECT metric, description FROM descriptions"
+
+LAYOUTS = "SELECT id, kind, bounds, labels FROM layouts WHERE id = ANY($1::int[])"
+
+FRESHNESS = """
+SELECT d.kind, d.channel, max(d.date) AS newest_date, max(d.submission_date) AS newest_submission_date,
+       max(p.published_at) AS published_at
+FROM catalog_dates d
+JOIN contributions c ON c.kind = d.kind AND c.submission_date = d.submission_date
+JOIN publishes p ON p.id = c.publish_id
+GROUP BY d.kind, d.channel ORDER BY d.kind, d.channel"""
+
+LAST_PUBLISH = "SELECT max(published_at) FROM publishes"
+
+# One metric per query: `metric = $4` is an index condition on every leaf, where `metric = ANY(...)` made the
+# planner fall back to (channel, version) and filter (ten times slower). The submission-date condition prunes
+# leaves: a submission_date answer reads exactly its days; a build can only be submitted on or after its build
+# date, so a build_id answer reads no day before its first date.
+_CELLS = "SELECT metric, date, label, layout, array_send(histogram) AS histogram, sum, count"
+_WHERE = """
+WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[]) AND {days}
+  AND ($6::text[] IS NULL OR process = ANY($6::text[])) AND ($7::text[] IS NULL OR label = ANY($7::text[]))"""
+_DAYS = {
+    "submission_date": "submission_date = ANY($5::date[])",
+    "build_id": "submission_date >= (SELECT min(d) FROM unnest($5::date[]) AS d)",
+}
+_FILTERS = """
+  AND ($8::text[] IS NULL OR application = ANY($8::text[])) AND ($9::text[] IS NULL OR architecture = ANY($9::text[]))
+  AND ($10::text[] IS NULL OR os = ANY($10::text[])) AND ($11::text[] IS NULL OR os_version = ANY($11::text[]))"""
+ROLLUP = {kind: f"{_CELLS} FROM aggregates_all {_WHERE.format(days=days)}" for kind, days in _DAYS.items()}
+FILTERED = {kind: f"{_CELLS} FROM aggregates {_WHERE.format(days=days)}{_FILTERS}" for kind, days in _DAYS.items()}
+COUNT_METRICS = "SELECT DISTINCT value FROM catalog_filters WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%'"
+FILTER_COLUMNS = ("application", "architecture", "os", "os_version")
+
+
+@dataclass(frozen=True)
+class Freshness:
+    kind: str
+    channel: str
+    newest_date: date
+    newest_submission_date: date
+    published_at: datetime
+
+
+class Reader:
+    """The queries, on a pool; layouts are immutable once written, so they are kept once read."""
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self.pool = pool
+        self.acquire_timeout = acquire_timeout
+        self._layouts: dict[int, Layout] = {}
+        self._descriptions: dict[str, str] | None = None
+        self._count_metrics: set[str] | None = None
+
+    async def _fetch(self, sql: str, *args) -> list[asyncpg.Record]:
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            return await conn.fetch(sql, *args)
+
+    async def _fetchval(self, sql: str, *args):
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def generation(self) -> int:
+        return await self._fetchval(GENERATION)
+
+    async def channels(self, kind: str) -> list[str]:
+        return [r["channel"] for r in await self._fetch(CHANNELS, kind)]
+
+    async def dates(self, kind: str, channel: str) -> list[tuple[int, date]]:
+        rows = await self._fetch(DATES, kind, channel)
+        return [(r["version"], r["date"]) for r in rows]
+
+    async def filters(self, channel: str, version: int) -> dict[str, list[str]]:
+        rows = await self._fetch(FILTERS, channel, version)
+        return {r["filter"]: r["values"] for r in rows}
+
+    async def known(self, channel: str, version: int, metrics: list[str]) -> bool:
+        return await self._fetchval(KNOWN_METRIC, channel, version, metrics)
+
+    async def description(self, metric: str) -> str:
+        """From the definitions files, "" when they had none; all of them are read once per publish."""
+        if self._descriptions is None:
+            self._descriptions = {r["metric"]: r["description"] for r in await self._fetch(DESCRIPTIONS)}
+        return self._descriptions.get(metric) or self._descriptions.get(COUNT_PREFIX + metric, "")
+
+    async def stored_name(self, metric: str) -> str:
+        """The name a metric's cells are stored under: `[[COUNT]]_<name>` for a count histogram."""
+        if self._count_metrics is None:
+            self._count_metrics = {r["value"] for r in await self._fetch(COUNT_METRICS)}
+        counted = COUNT_PREFIX + metric
+        return counted if counted in self._count_metrics else metric
+
+    def forget(self) -> None:
+        """Drop what a publish may have changed (descriptions, count histograms; layouts never change)."""
+        self._descriptions = None
+        self._count_metrics = None
+
+    async def freshness(self) -> tuple[list[Freshness], datetime | None]:
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            rows = await conn.fetch(FRESHNESS)
+            last = await conn.fetchval(LAST_PUBLISH)
+        return [Freshness(*r) for r in rows], last
+
+    async def cells(self, query: MetricQuery, metric: str) -> list[Row]:
+        """The stored cells of `metric` matching the query, from the rollup when no dimension is filtered."""
+        args = [
+            query.kind,
+            query.channel,
+            query.version,
+            metric,
+            list(query.dates),
+            list(query.processes) if query.processes else None,
+            list(query.labels) if query.labels is not None else None,
+        ]
+        if query.filters:
+            given = dict(query.filters)
+            sql = FILTERED[query.kind]
+            args += [list(given[c]) if c in given else None for c in FILTER_COLUMNS]
+        else:
+            sql = ROLLUP[query.kind]
+        records = await self._fetch(sql, *args)
+        return [Row(*r) for r in records]
+
+    async def layouts(self, ids: set[int]) -> dict[int, Layout]:
+        missing = [i for i in ids if i not in self._layouts]
+        if missing:
+            for r in await self._fetch(LAYOUTS, missing):
+                self._layouts[r["id"]] = Layout(r["kind"], tuple(r["bounds"]), tuple(r["labels"]))
+        return {i: self._layouts[i] for i in ids}

@@ -1,0 +1,78 @@
+"""Answers that depend on the published data: ETag and 304, the response cache, gzip, Cache-Control.
+
+The ETag is the publish ledger's newest id (any publish or trim changes it), plus whether the caller is
+authenticated (the channel list and /filters/ differ), so a quoted or unquoted `If-None-Match` that a
+browser or a script echoes back gets a 304 until the data changes.
+"""
+
+import hashlib
+from collections.abc import Awaitable, Callable, Hashable
+
+import orjson
+from aiohttp import hdrs, web
+
+from server.cache import GZIP_MIN_BYTES, Body
+from server.keys import CACHE, LEDGER, METRICS, POLICY_TAG, SETTINGS
+from server.policy import authed
+
+JSON = "application/json"
+
+
+def policy_tag(settings) -> str:
+    """A short digest of the settings that change answers, so a restart with new rules changes the ETag."""
+    rules = (
+        settings.blacklist,
+        sorted(settings.auth_only_metrics),
+        sorted(settings.public_release_metrics),
+        settings.allow_all_release_metrics,
+    )
+    return hashlib.sha256(repr(rules).encode()).hexdigest()[:8]
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """`If-None-Match` names this tag: quoted or not (the original only matched unquoted), weak or not,
+    in a list, or `*`."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip().removeprefix("W/").strip('"')
+        if tag in (etag, "*"):
+            return True
+    return False
+
+
+def encoded(request: web.Request, body: Body, headers: dict[str, str]) -> web.Response:
+    """The JSON body, gzip-encoded when the client accepts it and it is worth it."""
+    if len(body.raw) >= GZIP_MIN_BYTES and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, ""):
+        response = web.Response(body=body.gzipped(), headers=headers, content_type=JSON)
+        response.headers[hdrs.CONTENT_ENCODING] = "gzip"
+        return response
+    return web.Response(body=body.raw, headers=headers, content_type=JSON)
+
+
+def dumps(payload: object) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def data_answer(request: web.Request, key: Hashable, compute: Callable[[], Awaitable[object]]) -> web.Response:
+    """Answer from the cache, or from `compute()` (whose JSON is then cached), with validators and max-age."""
+    app = request.app
+    settings = app[SETTINGS]
+    is_authed = await authed(request)
+    generation = await app[LEDGER].generation()
+    etag = f"{generation}-{app[POLICY_TAG]}" + ("-auth" if is_authed else "")
+    headers = {
+        hdrs.ETAG: f'"{etag}"',
+        hdrs.CACHE_CONTROL: f"{'private' if is_authed else 'public'}, max-age={settings.max_age}",
+        hdrs.VARY: "Accept-Encoding, Authorization",
+    }
+    if etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
+        return web.Response(status=304, headers=headers)
+    cache = app[CACHE]
+    full_key = (generation, is_authed, key)
+    body = cache.get(full_key)
+    app[METRICS].cache.labels("hit" if body else "miss").inc()
+    if body is None:
+        body = Body(dumps(await compute()))
+        cache.put(full_key, body)
+    return encoded(request, body, headers)
