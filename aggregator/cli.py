@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         split_every=args.split_every,
         performance_report=args.performance_report,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stdout.isatty(),  # a bar redrawn with \r only suits a terminal
     )
     summary = run_job(config)
     print("\n".join(summary.lines()))

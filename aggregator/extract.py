@@ -335,8 +335,11 @@ class Accumulator:
     def _value(self, process: str, name: str, label: str, layout: int, value: object) -> int:
         """One scalar-like value (a scalar, a simple measurement or a count histogram's sum); returns its
         metric id, or -1 when the value or the name cannot be aggregated."""
-        if not isinstance(value, int | float) or value < 0:
-            self.dropped["bad_value"] += 1
+        if not isinstance(value, int | float):  # string scalars and the like: valid, but not aggregated
+            self.dropped["non_numeric_value"] += 1
+            return -1
+        if value < 0:
+            self.dropped["negative_value"] += 1
             return -1
         metric = self._metric(name, label, process, layout)
         if metric >= 0:
