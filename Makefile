@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench bench-publish lint format clean
+.PHONY: install test demo bench bench-publish lint format clean up down stack
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,21 @@ bench: install
 
 bench-publish: install
 	$(BIN)/python bench/publish.py --output docs/benchmarks.md
+
+# The production topology (deploy/): compose needs a container engine; `make stack` runs the same processes
+# locally against the Postgres on 127.0.0.1:5432 (scripts/ensure-postgres.sh starts one), until Ctrl-C.
+COMPOSE ?= docker compose
+
+up:
+	$(COMPOSE) -f deploy/compose.yaml up --build --detach
+	@echo "API on http://localhost:8000/, Dask dashboard on http://localhost:8787/status; stop with: make down"
+
+down:
+	$(COMPOSE) -f deploy/compose.yaml down --volumes --remove-orphans
+
+stack: install
+	scripts/ensure-postgres.sh
+	$(BIN)/python deploy/stack.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -194,6 +194,6 @@ def by_submission_date(build_id: Aggregate) -> Aggregate:
     return rebuild([build_id], dimension_key=drop_build_id, columns=SUBMISSION_DATE_COLUMNS)
 
 
-def one_day(aggregate: Aggregate, date: str) -> Aggregate:
-    """The cells of one submission date."""
-    return rebuild([aggregate], keep=lambda d: d[0] == date)
+def one_day(parts: Sequence[Aggregate], date: str) -> Aggregate:
+    """The cells of one submission date, merged from `parts`."""
+    return rebuild(parts, keep=lambda d: d[0] == date)

@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster, futures_of, performance_report, pr
 
 from aggregator.aggregate import Aggregate, merge
 from aggregator.extract import Options
-from aggregator.inputs import DEFAULT_BLOCKSIZE, discover
+from aggregator.inputs import DEFAULT_BLOCKSIZE, Chunk, discover
 from aggregator.layouts import Definitions
 from aggregator.snapshot import location
 from aggregator.stats import RunStats
@@ -158,20 +158,31 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
             stack.enter_context(performance_report(filename=config.performance_report))
         say(f"Dask dashboard: {client.dashboard_link}")
         say(f"aggregating {len(chunks)} input chunks")
-        total = (
-            db.from_sequence(chunks, npartitions=len(chunks))
+        # One tree reduction per submission_date folder (chunks from elsewhere share one): the days reduce in
+        # parallel and each is written where its aggregate already is.
+        groups: dict[str | None, list[Chunk]] = {}
+        for chunk in chunks:
+            groups.setdefault(chunk.date, []).append(chunk)
+        reductions = [
+            db.from_sequence(group, npartitions=len(group))
             .map(aggregate_chunk, dask.delayed(definitions, pure=True), options)
             .reduction(merge, merge, split_every=config.split_every)
-        )
-        (future,) = futures_of(client.persist(total))
+            for group in groups.values()
+        ]
+        totals = dict(zip(groups, [futures_of(r)[0] for r in client.persist(reductions)], strict=True))
         if config.progress:
-            progress(future)
+            progress(list(totals.values()))
             say("")
-        stats: RunStats = client.submit(_stats_of, future).result()
+        stats = RunStats()
+        for part in client.gather([client.submit(_stats_of, t) for t in totals.values()]):
+            stats.merge(part)
         dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
         _check(config, stats, dates)
         say(f"writing {len(dates)} submission dates to {snapshot}")
-        writes = {d: client.submit(write_day, future, snapshot, d, definitions) for d in dates}
+        writes = {
+            d: client.submit(write_day, [t for g, t in totals.items() if g in (d, None)], snapshot, d, definitions)
+            for d in dates
+        }
         rows = {d: w.result() for d, w in writes.items()}
     return _summary(config, stats, dates, rows, started)
 

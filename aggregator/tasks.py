@@ -55,10 +55,11 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
     return accumulator.finish(RunStats(files={chunk.url: stats}))
 
 
-def write_day(total: Aggregate, snapshot: str, date: str, definitions: Definitions) -> dict[str, int]:
-    """Write both kinds of aggregates of one submission date; returns the rows written per kind."""
-    build_id = one_day(total, date)
-    files = total.stats.for_date(date)
+def write_day(parts: list[Aggregate], snapshot: str, date: str, definitions: Definitions) -> dict[str, int]:
+    """Write both kinds of aggregates of one submission date, from the reductions holding its pings; returns
+    the rows written per kind."""
+    build_id = one_day(parts, date)
+    files = build_id.stats.for_date(date)
     attrs = {
         "inputs": [f.to_json() for f in sorted(files.files.values(), key=lambda f: f.path)],
         "pings": {
@@ -67,8 +68,8 @@ def write_day(total: Aggregate, snapshot: str, date: str, definitions: Definitio
             "filtered": dict(sorted(files.reasons("filtered").items())),
             "malformed": dict(sorted(files.reasons("malformed").items())),
         },
-        "dropped": dict(sorted(total.stats.dropped.items())),
-        "overflow": total.stats.overflow,
+        "dropped": dict(sorted(build_id.stats.dropped.items())),
+        "overflow": build_id.stats.overflow,
         "definitions": definitions.sources,
         "descriptions": {
             name: description

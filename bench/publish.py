@@ -16,6 +16,7 @@ alternate, best of --repeat, so the ratio holds on a noisy machine. It needs a P
 import argparse
 import asyncio
 import io
+import os
 import secrets
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -29,7 +30,7 @@ from aggregator.aggregate import BUILD_ID_COLUMNS, Aggregate
 from aggregator.layouts import Layout
 from aggregator.store.encode import LEAF_COLUMNS, ROLLUP_COLUMNS, Contribution
 from aggregator.store.publish import publish_aggregate
-from aggregator.store.schema import migrate
+from aggregator.store.schema import LEAF_INDEX, migrate
 from aggregator.store.trim import trim
 
 MARK = "<!-- bench/publish.py -->"
@@ -91,10 +92,13 @@ def attrs_of(day: date) -> dict:
     return {"kind": "build_id", "submission_date": f"{day:%Y%m%d}", "run_id": f"bench-{token}", "digest": token}
 
 
-async def bare_copy(conn: asyncpg.Connection, leaf: bytes, rollup: bytes) -> None:
-    """The same rows as a publish writes (leaf and rollup), already encoded, into plain tables."""
+async def bare_copy(conn: asyncpg.Connection, leaf: bytes, rollup: bytes, indexed: bool = False) -> None:
+    """The same rows as a publish writes (leaf and rollup), already encoded, into plain tables (`indexed`:
+    with the leaves' index, to show what the index costs)."""
     for table, data, columns in (("aggregates", leaf, LEAF_COLUMNS), ("aggregates_all", rollup, ROLLUP_COLUMNS)):
         await conn.execute(f"DROP TABLE IF EXISTS bare_{table}; CREATE TABLE bare_{table} (LIKE {table}_build_id)")
+        if indexed:
+            await conn.execute(f"CREATE INDEX ON bare_{table} {LEAF_INDEX}")
         await conn.copy_to_table(f"bare_{table}", source=io.BytesIO(data), columns=columns, format="binary")
 
 
@@ -112,9 +116,11 @@ async def run(args: argparse.Namespace) -> str:
         conn = await asyncpg.connect(args.dsn, database=name)
         try:
             await migrate(conn)
-            bare_s, publish_s = await best_of(
+            load = os.getloadavg()[0]
+            bare_s, indexed_s, publish_s = await best_of(
                 args.repeat,
                 lambda: bare_copy(conn, leaf, rollup),
+                lambda: bare_copy(conn, leaf, rollup, indexed=True),
                 lambda: publish_aggregate(conn, aggregate, attrs_of(DAY), "bench"),
             )
             older = DAY - timedelta(days=1)
@@ -135,7 +141,7 @@ async def run(args: argparse.Namespace) -> str:
     return "\n".join(
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}; PostgreSQL {server} on the same machine, "
-            "default settings.",
+            f"default settings; load average {load:.1f} when it started.",
             "",
             f"One synthetic day of build-id aggregates (`python bench/publish.py --rows {args.rows}`): "
             f"{leaf_rows:,} rows of {buckets / leaf_rows:.0f} buckets on average ({buckets:,} buckets) and "
@@ -146,6 +152,8 @@ async def run(args: argparse.Namespace) -> str:
             "|---|---|---|---|",
             f"| bare binary `COPY ... FROM STDIN` of the same rows, encoded beforehand, into plain tables | "
             f"{bare_s:.2f} | {rows / bare_s:,.0f} | 1.00 |",
+            f"| the same, into tables with the leaves' index (what the index costs) | {indexed_s:.2f} | "
+            f"{rows / indexed_s:,.0f} | {bare_s / indexed_s:.2f} |",
             f"| publish: rollup, encoding, COPY into staging tables with their index, catalog, ledger, swap | "
             f"{publish_s:.2f} | {rows / publish_s:,.0f} | {bare_s / publish_s:.2f} |",
             "",

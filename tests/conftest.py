@@ -69,8 +69,7 @@ def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     try:
         _wait_for(Path(scheduler_file))
         processes += [
-            start("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1")
-            for _ in range(2)
+            start("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1") for _ in range(2)
         ]
         with Client(scheduler_file=scheduler_file) as client:
             client.wait_for_workers(2, timeout=60)

@@ -147,7 +147,7 @@ def test_one_day_keeps_only_that_date_and_its_metrics():
             (dims("20261102", "20261030"), ("B", "", "parent", WIDE), [0, 1, 0, 0], 1, 1),
         ]
     )
-    day = one_day(agg, "20261102")
+    day = one_day([agg], "20261102")
     assert [m[0] for m in day.metrics] == ["B"]
     assert as_dict(day) == {(dims("20261102", "20261030"), "B", "", "parent", WIDE): ([0, 1, 0, 0], 1, 1)}
 

@@ -28,6 +28,7 @@ from aggregator.layouts import Layout
 from aggregator.snapshot import read_run
 from aggregator.store import publish, schema
 from aggregator.store.commands import publish_after_run
+from aggregator.store.connect import connect_options
 from aggregator.store.encode import parse_day, rollup
 from aggregator.store.locks import day_lock
 from aggregator.store.publish import publish_dates, publish_run
@@ -561,3 +562,21 @@ def test_publishes_of_one_day_serialize_and_other_days_go_on(fresh, snapshot, co
         ("submission_date", "published"),
         ("submission_date", "published"),
     ]
+
+
+def test_connection_settings(monkeypatch):
+    for name in ("DATABASE_URL", "DATABASE_RO_URL", "POSTGRES_HOST", "POSTGRES_RO_HOST", "POSTGRES_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    assert connect_options() is None and connect_options(read_only=True) is None
+    monkeypatch.setenv("POSTGRES_HOST", "db.example")
+    monkeypatch.setenv("POSTGRES_PASS", "p@ss/word")
+    monkeypatch.setenv("DATABASE_STATEMENT_CACHE_SIZE", "0")
+    original = {"host": "db.example", "user": "root", "password": "p@ss/word", "database": "telemetry"}
+    assert connect_options() == original | {"statement_cache_size": 0}
+    monkeypatch.setenv("POSTGRES_RO_HOST", "replica.example")
+    assert connect_options(read_only=True)["host"] == "replica.example"
+    assert connect_options()["host"] == "db.example"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://job@rw/db")
+    monkeypatch.setenv("DATABASE_RO_URL", "postgresql://api@ro/db")
+    assert connect_options() == {"dsn": "postgresql://job@rw/db", "statement_cache_size": 0}
+    assert connect_options(read_only=True)["dsn"] == "postgresql://api@ro/db"
