@@ -481,17 +481,18 @@ class Accumulator:
     def _bucket_keys(self) -> np.ndarray:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the
         few distinct key strings: a dict lookup per key is several times cheaper than parsing it."""
-        ints = list(map(_KEY_INTS.get, self._h_keys))
+        keys = self._h_keys
+        ints = list(map(_KEY_INTS.get, keys))
         try:
             return np.array(ints, dtype=np.int64)
         except TypeError:  # keys not seen before: parse each once
             if len(_KEY_INTS) > _KEY_CACHE_SIZE:
                 _KEY_INTS.clear()
-            for i, key in enumerate(self._h_keys):
-                if ints[i] is None:
-                    value = _KEY_INTS.get(key)
-                    ints[i] = _KEY_INTS[key] = _int_or_none(key) if value is None else value
-            return np.array(ints, dtype=np.int64)
+            found = np.array(ints, dtype=object)
+            for i in np.flatnonzero(np.equal(found, None)).tolist():
+                value = _KEY_INTS.get(keys[i])
+                found[i] = _KEY_INTS[keys[i]] = _int_or_none(keys[i]) if value is None else value
+            return found.astype(np.int64)
 
     def _nonnegative(self, values: list, reason: str) -> np.ndarray:
         """Bucket counts: non-ints and negatives count as 0 (and are counted), huge ones are clamped."""
