@@ -15,7 +15,7 @@ from aggregator.aggregate import Aggregate, merge
 from aggregator.extract import Options
 from aggregator.inputs import DEFAULT_BLOCKSIZE, Chunk, discover
 from aggregator.layouts import Definitions
-from aggregator.snapshot import location
+from aggregator.snapshot import location, prepare
 from aggregator.stats import RunStats
 from aggregator.tasks import aggregate_chunk, write_day
 
@@ -179,6 +179,7 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
         dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
         _check(config, stats, dates)
         say(f"writing {len(dates)} submission dates to {snapshot}")
+        prepare(snapshot)
         writes = {
             d: client.submit(write_day, [t for g, t in totals.items() if g in (d, None)], snapshot, d, definitions)
             for d in dates

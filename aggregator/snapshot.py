@@ -82,11 +82,20 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def prepare(url: str) -> zarr.Group:
+    """The store's root and kind groups, created if missing. The job calls it once before its days are written
+    in parallel: two writers creating the same group at once would collide."""
+    root = zarr.open_group(location(url), mode="a", zarr_format=3)
+    if root.attrs.get("format") != FORMAT:
+        root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
+    for kind in KINDS:
+        root.require_group(kind)
+    return root
+
+
 def write_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
     """Write a run of (kind, date), then point the date group at it and delete the runs it replaces."""
-    root = zarr.open_group(location(url), mode="a", zarr_format=3)
-    root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
-    day = root.require_group(f"{kind}/{date}")
+    day = prepare(url)[kind].require_group(date)
     run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
     run = day.create_group(run_id)
     arrays = _arrays(aggregate)

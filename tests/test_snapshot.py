@@ -1,11 +1,12 @@
 """The zarr snapshot: round trip, the current-run switch, and the layout documented in docs/snapshot.md."""
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zarr
 
 from aggregator.layouts import Layout
-from aggregator.snapshot import list_dates, read_attrs, read_run, write_run
+from aggregator.snapshot import list_dates, prepare, read_attrs, read_run, write_run
 from tests.test_aggregate import as_dict, dims, make
 
 CATEGORICAL = Layout("categorical", (0, 1, 2), ("a", "b", "spill"))
@@ -76,3 +77,12 @@ def test_readable_with_zarr_alone_as_documented(tmp_path: Path):
         ("L", "Linux", {"0": 0, "1": 4, "2": 0}),
         ("L", "Windows_NT", {"0": 9, "1": 0, "2": 1}),
     ]
+
+
+def test_days_can_be_written_in_parallel_once_the_store_is_prepared(tmp_path: Path):
+    url = str(tmp_path / "snap")
+    prepare(url)
+    dates = [f"202611{d:02d}" for d in range(1, 9)]
+    with ThreadPoolExecutor(len(dates)) as pool:
+        list(pool.map(lambda d: write_run(url, "build_id", d, sample(), {}), dates))
+    assert list_dates(url) == [("build_id", d) for d in dates]
