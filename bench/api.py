@@ -12,7 +12,6 @@ generator and the bare SQL run in this process. Server, Postgres and load share 
 import argparse
 import asyncio
 import os
-import platform
 import secrets
 import socket
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from distributed import Client, LocalCluster
+from report import machine, write_section  # bench/report.py, beside this file
 
 from aggregator.generate import generate_corpus
 from aggregator.job import JobConfig, run_job
@@ -34,7 +34,6 @@ from aggregator.store import schema
 from aggregator.store.publish import publish_dates
 from server import queries
 
-MARK = "<!-- bench/api.py -->"
 CHANNELS = ["nightly", "beta", "release"]
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEYED = "IPC_READ_MAIN_THREAD_LATENCY_MS"  # 50 labels
@@ -236,18 +235,6 @@ async def measure(url: str, requests: int) -> list[str]:
     return rows
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, aiohttp {aiohttp.__version__}"
-
-
 async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tuple[list[str], dict]:
     name = f"ta_bench_api_{secrets.token_hex(4)}"
     await admin(f'CREATE DATABASE "{name}"')
@@ -280,11 +267,11 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(exist_ok=True)
     snapshot, dates = build_month(workdir, args.pings)
-    load = os.getloadavg()[0]
+    load, host = os.getloadavg()[0], machine("aiohttp", "asyncpg")
     rows, facts = asyncio.run(bench(args, snapshot, dates))
     text = "\n".join(
         [
-            f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}; load average {load:.1f} when it began "
+            f"Measured {datetime.now(UTC):%Y-%m-%d} on {host}; load average {load:.1f} when it began "
             "(other work on the machine shares its cores and its Postgres).",
             "",
             f"Data: {args.pings} generated pings over 30 submission dates (`--channels {','.join(CHANNELS)}`), "
@@ -303,12 +290,7 @@ def main() -> None:
     )
     print(text)
     if args.output:
-        output = Path(args.output)
-        old = output.read_text() if output.exists() else "# Benchmarks\n"
-        head, _, rest = old.partition(f"{MARK}\n")
-        _, _, tail = rest.partition(f"{MARK}\n")
-        section = f"{MARK}\n## The HTTP API (`bench/api.py`)\n\n{text}\n{MARK}\n"
-        output.write_text(head.rstrip("\n") + "\n\n" + section + tail if head else section + tail)
+        write_section(Path(args.output), "bench/api.py", "The HTTP API (`bench/api.py`)", text)
 
 
 if __name__ == "__main__":

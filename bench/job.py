@@ -10,16 +10,14 @@ measured in the same run, alternating, best of --repeat, so the ratio holds on a
 import argparse
 import contextlib
 import gzip
-import os
-import platform
 import resource
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import orjson
 from distributed import Client, LocalCluster
+from report import machine, write_section  # bench/report.py, beside this file
 
 from aggregator.extract import Options
 from aggregator.generate import generate_corpus
@@ -27,8 +25,6 @@ from aggregator.inputs import discover
 from aggregator.job import JobConfig, run_job
 from aggregator.layouts import Definitions
 from aggregator.tasks import aggregate_chunk
-
-MARK = "<!-- bench/job.py -->"
 
 
 def floor(files: list[str]) -> int:
@@ -82,22 +78,6 @@ def end_to_end(corpus, workers: int, snapshot: Path) -> tuple[float, list[int]]:
     return seconds, sorted(peaks.values())
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB; Python {platform.python_version()}, "
-        f"numpy {np.__version__}, orjson {orjson.__version__}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=20000)
@@ -125,8 +105,9 @@ def main() -> None:
     def memory(peaks: list[int]) -> str:
         return ", ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
 
+    host = machine("numpy", "orjson", "dask")
     rows = [
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {host}.",
         "",
         f"Corpus: {corpus.pings} generated pings ({corpus.malformed} malformed), {mib:.0f} MiB of JSON in "
         f"{len(corpus.files)} gzip files (`aggregator generate --pings {args.pings} --days 2 --seed 5 "
@@ -149,12 +130,7 @@ def main() -> None:
     text = "\n".join(rows)
     print(text)
     if args.output:
-        output = Path(args.output)
-        old = output.read_text() if output.exists() else "# Benchmarks\n"
-        head, _, rest = old.partition(f"{MARK}\n")
-        _, _, tail = rest.partition(f"{MARK}\n")
-        section = f"{MARK}\n## The batch job (`make bench`)\n\n{text}\n{MARK}\n"
-        output.write_text(head.rstrip("\n") + "\n\n" + section + tail if head else section + tail)
+        write_section(Path(args.output), "bench/job.py", "The batch job (`make bench`)", text)
 
 
 if __name__ == "__main__":

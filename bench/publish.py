@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
-from job import machine  # bench/job.py, beside this file
+from report import machine, write_section  # bench/report.py, beside this file
 
 from aggregator.aggregate import BUILD_ID_COLUMNS, Aggregate
 from aggregator.layouts import Layout
@@ -33,7 +33,6 @@ from aggregator.store.publish import publish_aggregate
 from aggregator.store.schema import LEAF_INDEX, migrate
 from aggregator.store.trim import trim
 
-MARK = "<!-- bench/publish.py -->"
 DAY = date(2026, 11, 1)
 
 
@@ -140,7 +139,8 @@ async def run(args: argparse.Namespace) -> str:
     leaf_rows, rollup_rows = len(aggregate), len(contribution.rollup)
     return "\n".join(
         [
-            f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}; PostgreSQL {server} on the same machine, "
+            f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine('numpy', 'asyncpg')}; PostgreSQL {server} "
+            "on the same machine, "
             f"default settings; load average {load:.1f} when it started.",
             "",
             f"One synthetic day of build-id aggregates (`python bench/publish.py --rows {args.rows}`): "
@@ -172,16 +172,7 @@ def main() -> None:
     text = asyncio.run(run(args))
     print(text)
     if args.output:
-        write_section(Path(args.output), "Publishing into Postgres (`make bench-publish`)", text)
-
-
-def write_section(output: Path, title: str, text: str) -> None:
-    """Replace this benchmark's section of the file (between its markers), keeping the others."""
-    old = output.read_text() if output.exists() else "# Benchmarks\n"
-    head, _, rest = old.partition(f"{MARK}\n")
-    _, _, tail = rest.partition(f"{MARK}\n")
-    section = f"{MARK}\n## {title}\n\n{text}\n{MARK}\n"
-    output.write_text(head.rstrip("\n") + "\n\n" + section + tail)
+        write_section(Path(args.output), "bench/publish.py", "Publishing into Postgres (`make bench-publish`)", text)
 
 
 if __name__ == "__main__":

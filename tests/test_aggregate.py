@@ -5,6 +5,7 @@ import random
 import numpy as np
 
 from aggregator.aggregate import (
+    BUILD_ID_COLUMNS,
     INT64_MAX,
     SUBMISSION_DATE_COLUMNS,
     Aggregate,
@@ -26,16 +27,7 @@ def make(cells: list[tuple[tuple[str, ...], tuple[str, str, str, Layout], list[i
     metrics = sorted({c[1] for c in cells}, key=lambda m: (m[0], m[1], m[2], m[3].kind, m[3].bounds))
     offsets = np.cumsum([0] + [len(c[2]) for c in cells])
     return Aggregate(
-        (
-            "submission_date",
-            "channel",
-            "version",
-            "build_id",
-            "application",
-            "architecture",
-            "os",
-            "os_version",
-        ),
+        BUILD_ID_COLUMNS,
         dims,
         metrics,
         np.array([dims.index(c[0]) for c in cells], dtype=np.int32),
