@@ -16,7 +16,8 @@ from server.params import MetricQuery
 
 COUNT_PREFIX = "[[COUNT]]_"  # how count histograms are stored
 
-GENERATION = "SELECT coalesce(max(id), 0) FROM publishes"
+# An `unchanged` publish (the same run again) is in the ledger but changes no data, so it keeps the ETag.
+GENERATION = "SELECT coalesce(max(id), 0) FROM publishes WHERE action <> 'unchanged'"
 
 CHANNELS = "SELECT DISTINCT channel FROM catalog_dates WHERE kind = $1 ORDER BY channel"
 

@@ -449,6 +449,8 @@ async def test_cache_hits_then_a_publish_is_seen_at_once(aiohttp_client, empty_d
     metrics = await (await client.get("/metrics")).text()
     assert 'api_cache_lookups_total{result="hit"} 1.0' in metrics
     assert "api_pool_connections" in metrics and "api_request_duration_seconds_bucket" in metrics
+    await publish_dates(conn, snapshot, [first_day], schema.KINDS, say=lambda *_: None)  # unchanged: same data
+    assert (await client.get(path, headers={"If-None-Match": before.headers["ETag"]})).status == 304
     await publish_dates(conn, snapshot, [second_day], schema.KINDS, say=lambda *_: None)
     await conn.close()
     after = await client.get(path, headers={"If-None-Match": before.headers["ETag"]})
