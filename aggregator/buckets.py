@@ -5,7 +5,9 @@ count histograms.
 """
 
 import math
-from bisect import bisect_right
+from collections.abc import Sequence
+
+import numpy as np
 
 
 def linear_buckets(low: int, high: int, n: int) -> list[int]:
@@ -35,6 +37,8 @@ COUNT_HISTOGRAM_LABELS: list[int] = exponential_buckets(1, 10000, 100)
 NUMERIC_SCALARS_LABELS: list[int] = COUNT_HISTOGRAM_LABELS
 
 
-def scalar_bucket(labels: list[int], value: float) -> int:
-    """Index of the largest label <= value (values above the top label land in the top bucket)."""
-    return bisect_right(labels, value) - 1
+def scalar_buckets(labels: Sequence[int], values: np.ndarray) -> np.ndarray:
+    """Index of the largest label <= each non-negative value (values above the top label land in the top
+    bucket). Float comparisons are exact here: labels are far below 2**53, and values beyond them land in the
+    top bucket either way."""
+    return np.searchsorted(labels, values, side="right") - 1

@@ -6,6 +6,7 @@ against the same literal values, so neither is tested against the other.
 
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from aggregator import buckets as job_buckets
@@ -72,8 +73,8 @@ def test_label_lists(impl: ModuleType) -> None:
 
 
 def _job_label(labels: list[int], value: float) -> int:
-    """`aggregator.buckets.scalar_bucket` returns an index into the labels."""
-    return labels[job_buckets.scalar_bucket(labels, value)]
+    """`aggregator.buckets.scalar_buckets` returns indices into the labels, for an array of values."""
+    return labels[int(job_buckets.scalar_buckets(labels, np.array([value], dtype=np.float64))[0])]
 
 
 @pytest.mark.parametrize(
