@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
+from aggregator.buckets import scalar_buckets
 from aggregator.layouts import (
     COUNT_LAYOUT,
     MAX_BOUND,
@@ -423,7 +424,7 @@ class Accumulator:
         self._s_metrics: list[int] = []  # per scalar-like value
         self._s_values: list = []
 
-    def _rows(self, dimensions: np.ndarray, metrics: np.ndarray) -> np.ndarray:
+    def _rows(self, dimensions: np.ndarray, metrics: np.ndarray, metric_layouts: np.ndarray) -> np.ndarray:
         """Row of each (dimension set, metric), creating the rows not seen before."""
         codes = (dimensions << 32) | metrics
         unique = np.unique(codes)
@@ -437,7 +438,6 @@ class Accumulator:
             self.row_dimension = np.concatenate([self.row_dimension, new >> 32])
             self.row_metric = np.concatenate([self.row_metric, new_metrics])
             layout_sizes = np.array([len(layout.bounds) for layout in self.layouts], dtype=np.int64)
-            metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
             sizes = layout_sizes[metric_layouts[new_metrics]]
             self.row_offset = np.concatenate([self.row_offset, self.row_offset[-1] + np.cumsum(sizes)])
             self.histogram = _grown(self.histogram, int(self.row_offset[-1]))
@@ -454,10 +454,14 @@ class Accumulator:
         ping_dimensions = np.asarray(self._p_dimensions, dtype=np.int64)
         h_dimensions = np.repeat(ping_dimensions, np.asarray(self._p_histograms, dtype=np.int64))
         s_dimensions = np.repeat(ping_dimensions, np.asarray(self._p_values, dtype=np.int64))
-        h_rows = self._rows(h_dimensions, np.asarray(self._h_metrics, dtype=np.int64))
-        s_rows = self._rows(s_dimensions, np.asarray(self._s_metrics, dtype=np.int64))
         metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
-        row_layouts = metric_layouts[self.row_metric] if len(self.metrics) else np.zeros(0, dtype=np.int64)
+        rows = self._rows(
+            np.concatenate([h_dimensions, s_dimensions]),
+            np.asarray(self._h_metrics + self._s_metrics, dtype=np.int64),
+            metric_layouts,
+        )
+        h_rows, s_rows = rows[: len(h_dimensions)], rows[len(h_dimensions) :]
+        row_layouts = metric_layouts[self.row_metric]
         offsets = self.row_offset
         # histogram buckets: key -> column of the row's layout, or dropped
         entry_rows = np.repeat(h_rows, np.asarray(self._h_sizes, dtype=np.int64))
@@ -520,13 +524,12 @@ class Accumulator:
             self.dropped[reason] += count
 
     def _scalar_columns(self, layouts: np.ndarray, values: list) -> np.ndarray:
-        """Bucket of each non-negative value in its row's layout (float comparisons are exact here: bounds
-        are far below 2**53, and values beyond them land in the top bucket either way)."""
+        """Bucket of each non-negative value in its row's layout."""
         numbers = np.asarray(values, dtype=np.float64)
         columns = np.zeros(len(values), dtype=np.int64)
         for layout in np.unique(layouts).tolist():
             mine = layouts == layout
-            columns[mine] = np.searchsorted(self.layouts[layout].bounds, numbers[mine], side="right") - 1
+            columns[mine] = scalar_buckets(self.layouts[layout].bounds, numbers[mine])
         return columns
 
     def _integer_parts(self, values: list) -> np.ndarray:
