@@ -14,18 +14,17 @@ import asyncio
 import os
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import asyncpg
+import uvloop
 from distributed import Client, LocalCluster
-from report import machine, write_section  # bench/report.py, beside this file
+from load import HttpClient, run_load, summary  # bench/load.py and bench/report.py, beside this file
+from report import machine, write_section
 
 from aggregator.generate import generate_corpus
 from aggregator.job import JobConfig, run_job
@@ -95,43 +94,18 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
-async def run_load(call: Callable[[], Awaitable[None]], clients: int, requests: int) -> tuple[list[float], float]:
-    """`requests` calls spread over `clients` concurrent loops; each call's latency, and the wall time."""
-    latencies: list[float] = []
-    remaining = requests
-
-    async def loop() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(clients)))
-    return latencies, time.perf_counter() - started
-
-
-def summary(latencies: list[float], wall: float) -> tuple[float, float, float]:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) * 1000, p99 * 1000, len(ordered) / wall
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-async def wait_for(base: str, session: aiohttp.ClientSession) -> None:
+async def wait_for(client: HttpClient) -> None:
     for _ in range(200):
         try:
-            async with session.get(f"{base}/__lbheartbeat__") as answer:
-                if answer.status == 200:
-                    return
-        except aiohttp.ClientError:
+            if (await client.get("/__lbheartbeat__"))[0] == 200:
+                return
+        except OSError:
             pass
         await asyncio.sleep(0.1)
     raise RuntimeError("the server did not start")
@@ -194,26 +168,22 @@ async def measure(url: str, requests: int) -> list[str]:
     """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
     response cache on, which is what repeated dashboard requests get."""
     servers = {entries: start_server(url, entries) for entries in (0, 1000)}
+    http = {entries: HttpClient(base) for entries, (_, base) in servers.items()}
     rows = []
     try:
-        connector = aiohttp.TCPConnector(limit=64)
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            asyncpg.create_pool(  # planned as the service plans (server/app.py)
-                url, min_size=10, max_size=10, server_settings={"plan_cache_mode": "force_generic_plan"}
-            ) as pool,
-        ):
-            for _, base in servers.values():
-                await wait_for(base, session)
-            runs = [(name, servers[0][1], path, sql, args) for name, path, sql, args in await scenarios(pool)]
+        async with asyncpg.create_pool(  # planned as the service plans (server/app.py)
+            url, min_size=10, max_size=10, server_settings={"plan_cache_mode": "force_generic_plan"}
+        ) as pool:
+            for client in http.values():
+                await wait_for(client)
+            runs = [(name, http[0], path, sql, args) for name, path, sql, args in await scenarios(pool)]
             name, _, path, sql, args = runs[3]
-            runs.append((f"{name}, response cache on", servers[1000][1], path, sql, args))
-            for name, base, path, sql, args in runs:
+            runs.append((f"{name}, response cache on", http[1000], path, sql, args))
+            for name, client, path, sql, args in runs:
 
-                async def api(url=base + path) -> None:
-                    async with session.get(url) as answer:
-                        assert answer.status == 200, (answer.status, url)
-                        await answer.read()
+                async def api(client=client, path=path) -> None:
+                    status, _ = await client.get(path)
+                    assert status == 200, (status, path)
 
                 async def bare(sql=sql, args=args) -> None:
                     assert await pool.fetch(sql, *args)
@@ -229,6 +199,8 @@ async def measure(url: str, requests: int) -> list[str]:
                         f"{srate:,.0f} | {a50 / s50:.2f} |"
                     )
     finally:
+        for client in http.values():
+            client.close()
         for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=30)
@@ -268,7 +240,7 @@ def main() -> None:
     workdir.mkdir(exist_ok=True)
     snapshot, dates = build_month(workdir, args.pings)
     load, host = os.getloadavg()[0], machine("aiohttp", "asyncpg")
-    rows, facts = asyncio.run(bench(args, snapshot, dates))
+    rows, facts = uvloop.run(bench(args, snapshot, dates))  # the service's loop, for the load too
     text = "\n".join(
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d} on {host}; load average {load:.1f} when it began "

@@ -27,6 +27,14 @@ MAX_URL_BYTES = 65536  # several hundred dates fit (telemetry.js splits at 4094,
 APPLICATION_NAME = "telemetry-aggregates-api"
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool runs when a connection comes back. The service changes no session state (no SET, LISTEN,
+    locks or cursors; every statement stands alone), so asyncpg's default reset query, a round trip on every
+    request, is skipped; a connection somehow left in a transaction is still rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def database(app: web.Application) -> AsyncIterator[None]:
     """The pool on the (read-only allowed) DSN; refuses to start on a schema this code does not know."""
     settings = app[SETTINGS]
@@ -35,6 +43,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         max_inactive_connection_lifetime=300,
+        reset=keep_session,
         server_settings={
             "application_name": APPLICATION_NAME,
             "statement_timeout": str(settings.statement_timeout_ms),
@@ -107,7 +116,13 @@ def serve(settings: ServerSettings, print_=print) -> None:
     app = create_app(settings)
     try:
         web.run_app(
-            app, host=settings.host, port=settings.port, print=print_, shutdown_timeout=10, loop=uvloop.new_event_loop()
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=print_,
+            shutdown_timeout=10,
+            access_log=web.access_logger if settings.access_log else None,
+            loop=uvloop.new_event_loop(),
         )
     except SchemaError as failure:
         raise SystemExit(f"server: {failure}") from failure

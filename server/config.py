@@ -25,6 +25,7 @@ class ServerSettings:
     max_age: int
     ledger_poll_seconds: float
     force_https: bool
+    access_log: bool
     version_file: str
     blacklist: tuple[str, ...]
     auth_only_metrics: frozenset[str]
@@ -52,6 +53,7 @@ class ServerSettings:
             max_age=int(setting("API_MAX_AGE")),
             ledger_poll_seconds=float(setting("API_LEDGER_POLL_SECONDS")),
             force_https=setting("API_FORCE_HTTPS") == "True",
+            access_log=setting("API_ACCESS_LOG") == "True",
             version_file=setting("API_VERSION_FILE"),
             blacklist=_words(setting("METRICS_BLACKLIST"), None),
             auth_only_metrics=frozenset(_words(setting("AUTH_ONLY_METRICS"), ",")),

@@ -57,13 +57,13 @@ GROUP BY d.kind, d.channel ORDER BY d.kind, d.channel"""
 
 LAST_PUBLISH = "SELECT max(published_at) FROM publishes"
 
-# One metric per query: `metric = $4` is an index condition on every leaf, where `metric = ANY(...)` made the
-# planner fall back to (channel, version) and filter (ten times slower). The submission-date condition prunes
-# leaves: a submission_date answer reads exactly its days; a build can only be submitted on or after its build
-# date, so a build_id answer reads no day before its first date.
+# One metric per query: `metric = $4` is an index condition, where `metric = ANY(...)` made the planner fall
+# back to (channel, version) and filter (ten times slower). On the leaves, the submission-date condition prunes:
+# a submission_date answer reads exactly its days; a build can only be submitted on or after its build date,
+# so a build_id answer reads no day before its first date. The rollup is one table, found by its index.
 _CELLS = "SELECT metric, date, label, layout, array_send(histogram) AS histogram, sum, count"
 _WHERE = """
-WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[]) AND {days}
+WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[])
   AND ($6::text[] IS NULL OR process = ANY($6::text[])) AND ($7::text[] IS NULL OR label = ANY($7::text[]))"""
 _DAYS = {
     "submission_date": "submission_date = ANY($5::date[])",
@@ -72,8 +72,8 @@ _DAYS = {
 _FILTERS = """
   AND ($8::text[] IS NULL OR application = ANY($8::text[])) AND ($9::text[] IS NULL OR architecture = ANY($9::text[]))
   AND ($10::text[] IS NULL OR os = ANY($10::text[])) AND ($11::text[] IS NULL OR os_version = ANY($11::text[]))"""
-ROLLUP = {kind: f"{_CELLS} FROM aggregates_all {_WHERE.format(days=days)}" for kind, days in _DAYS.items()}
-FILTERED = {kind: f"{_CELLS} FROM aggregates {_WHERE.format(days=days)}{_FILTERS}" for kind, days in _DAYS.items()}
+ROLLUP = f"{_CELLS} FROM aggregates_all {_WHERE}"
+FILTERED = {kind: f"{_CELLS} FROM aggregates {_WHERE} AND {days}{_FILTERS}" for kind, days in _DAYS.items()}
 COUNT_METRICS = "SELECT DISTINCT value FROM catalog_filters WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%'"
 FILTER_COLUMNS = ("application", "architecture", "os", "os_version")
 
@@ -162,7 +162,7 @@ class Reader:
             sql = FILTERED[query.kind]
             args += [list(given[c]) if c in given else None for c in FILTER_COLUMNS]
         else:
-            sql = ROLLUP[query.kind]
+            sql = ROLLUP
         records = await self._fetch(sql, *args)
         return [Row(*r) for r in records]
 

@@ -14,7 +14,8 @@ from server.respond import data_answer
 
 
 def yyyymmdd(day: date) -> str:
-    return f"{day:%Y%m%d}"
+    """`date.isoformat` is C code; `strftime` cost a tenth of the dates route's CPU."""
+    return day.isoformat().replace("-", "")
 
 
 async def channels(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 from secrets import token_hex
 
@@ -223,7 +224,7 @@ def test_schema_is_versioned_and_checked():
     with temporary_database(migrated=False) as dsn:
         with pytest.raises(schema.SchemaError, match="aggregator db init"):
             run(call(dsn, schema.check_schema))
-        assert run(call(dsn, schema.migrate)) == [schema.SCHEMA_VERSION]
+        assert run(call(dsn, schema.migrate)) == [version for version, *_ in schema.MIGRATIONS]
         assert run(call(dsn, schema.migrate)) == []  # idempotent
         assert run(call(dsn, schema.check_schema)) == schema.SCHEMA_VERSION
         fetch(dsn, "INSERT INTO schema_migrations (version, description) VALUES (99, 'from the future')")
@@ -231,6 +232,44 @@ def test_schema_is_versioned_and_checked():
             run(call(dsn, schema.check_schema))
         with pytest.raises(schema.SchemaError, match="newer"):
             run(call(dsn, schema.migrate))
+
+
+def test_migration_2_keeps_the_rollup_rows_of_a_version_1_store():
+    """Version 1 kept the rollup in day leaves; version 2 moves their rows into one indexed table."""
+    rows = [  # (submission_date, channel, version, date, metric, label, process, histogram, sum, count)
+        (date(2026, 11, 1), "nightly", 146, date(2026, 10, 30), "GC_MS", "", "parent", [1, 2, 3], 7, 6),
+        (date(2026, 11, 2), "beta", 145, date(2026, 10, 31), "GC_MS", "", "content", [0, 5, 0], 9, 5),
+    ]
+
+    async def version_1_store(conn: asyncpg.Connection) -> None:
+        version, description, sql = schema.MIGRATIONS[0]
+        await conn.execute(schema._LEDGER)
+        await conn.execute(sql)
+        await conn.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", version, description)
+        for day in sorted({r[0] for r in rows}):
+            await conn.execute(
+                f"CREATE TABLE aggregates_all_build_id_{day:%Y%m%d} PARTITION OF aggregates_all_build_id "
+                f"FOR VALUES FROM ('{day}') TO ('{day + timedelta(days=1)}')"
+            )
+        await conn.executemany(
+            """INSERT INTO aggregates_all (kind, submission_date, channel, version, date, metric, label, process,
+                                           layout, histogram, sum, count)
+               VALUES ('build_id', $1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10)""",
+            rows,
+        )
+
+    with temporary_database(migrated=False) as dsn:
+        run(call(dsn, version_1_store))
+        assert run(call(dsn, schema.migrate)) == [2]
+        stored = fetch(
+            dsn,
+            """SELECT submission_date, channel, version, date, metric, label, process, histogram, sum, count
+               FROM aggregates_all ORDER BY submission_date""",
+        )
+        assert [tuple(r) for r in stored] == rows
+        assert leaves(dsn) == []  # no partition of anything left behind
+        indexes = fetch(dsn, "SELECT indexname FROM pg_indexes WHERE tablename = 'aggregates_all' ORDER BY 1")
+        assert [r["indexname"] for r in indexes] == ["aggregates_all_day", "aggregates_all_lookup"]
 
 
 def test_published_sums_equal_the_reference(published, snapshot, corpus):

@@ -1,10 +1,10 @@
 """Publish snapshot runs into the store, one (kind, submission date) contribution at a time.
 
 One transaction per contribution, under the advisory lock of its (kind, date): check the digest, COPY the
-rows into new indexed staging tables, then swap them in for the served leaves with the catalog, the
-contribution and the ledger row. Nothing is visible to readers before the commit, a publish killed anywhere
-rolls back whole (no orphan tables), and only the final swap takes locks that readers wait for. Why this
-shape: docs/store.md.
+rows into a new indexed staging table and the rollup rows in place of the day's old ones, then swap the staged
+leaf in for the served one with the catalog, the contribution and the ledger row. Nothing is visible to
+readers before the commit, a publish killed anywhere rolls back whole (no orphan tables), and only the final
+swap takes locks that readers wait for. Why this shape: docs/store.md.
 """
 
 import asyncio
@@ -137,11 +137,9 @@ async def _publish(
         else:
             contribution, attrs, layout_ids = prepared or await _prepare(conn, kind, day, load)
             derived = asyncio.ensure_future(asyncio.to_thread(contribution.derive))  # beside the leaf's COPY
-            stages = {"aggregates": await _stage(conn, "aggregates", contribution, contribution.leaf, layout_ids)}
+            stages = {"aggregates": await _stage(conn, contribution, layout_ids)}
             await derived
-            stages["aggregates_all"] = await _stage(
-                conn, "aggregates_all", contribution, contribution.rollup, layout_ids
-            )
+            await _replace_rollup(conn, contribution, layout_ids)
             counts = {
                 "run_id": attrs["run_id"],
                 "digest": attrs["digest"],
@@ -203,16 +201,21 @@ async def _layout_ids(conn: asyncpg.Connection, digests: list[str]) -> dict[str,
     return {r["digest"]: r["id"] for r in rows}
 
 
-async def _stage(
-    conn: asyncpg.Connection, table: str, contribution: Contribution, rows: Aggregate, layout_ids: dict
-) -> str:
-    """A staging table of the leaf or rollup, filled by binary COPY; returns its name."""
-    stage = await schema.create_stage(conn, table, contribution.kind, contribution.day)
-    columns = LEAF_COLUMNS if table == "aggregates" else ROLLUP_COLUMNS
-    await conn.copy_to_table(
-        stage, source=_chunks(contribution.copy_stream(rows, layout_ids)), columns=columns, format="binary"
-    )
+async def _stage(conn: asyncpg.Connection, contribution: Contribution, layout_ids: dict) -> str:
+    """A staging table of the leaf, filled by binary COPY; returns its name."""
+    stage = await schema.create_stage(conn, "aggregates", contribution.kind, contribution.day)
+    await _copy(conn, stage, contribution.copy_stream(contribution.leaf, layout_ids), LEAF_COLUMNS)
     return stage
+
+
+async def _replace_rollup(conn: asyncpg.Connection, contribution: Contribution, layout_ids: dict) -> None:
+    """The contribution's rollup rows in place of those served, visible at the commit (readers do not wait)."""
+    await schema.delete_rollup(conn, contribution.kind, contribution.day)
+    await _copy(conn, schema.ROLLUP, contribution.copy_stream(contribution.rollup, layout_ids), ROLLUP_COLUMNS)
+
+
+async def _copy(conn: asyncpg.Connection, table: str, stream: Iterator[bytes], columns: tuple[str, ...]) -> None:
+    await conn.copy_to_table(table, source=_chunks(stream), columns=columns, format="binary")
 
 
 async def _chunks(stream: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -9,7 +9,8 @@ from datetime import date, timedelta
 import asyncpg
 
 KINDS = ("build_id", "submission_date")
-TABLES = ("aggregates", "aggregates_all")  # the leaf-partitioned tables: the aggregates and their rollup
+TABLES = ("aggregates",)  # the leaf-partitioned tables
+ROLLUP = "aggregates_all"  # one plain table: the aggregates with the filter dimensions summed away
 MIGRATION_LOCK = (0x7A67, 0)  # the advisory lock key space of aggregator/store/locks.py
 # The leaves' index. Without deduplication: rows arrive in index order, so a deduplicating index would merge
 # every page it fills, making a publish's COPY about 25% slower, to save index space (6% of a leaf's heap).
@@ -78,9 +79,24 @@ CREATE INDEX catalog_filters_listing ON catalog_filters (channel, version, filte
     + _partitioned("aggregates_all", f"{_DIMENSIONS}, {_CELLS}")
 )
 
+# The rollup as one plain table. Leaves cost the API a probe each (an unfiltered 30-date answer read 30
+# partitions, and a generic plan prunes over every leaf the table has); one index finds the same rows in
+# one descent. A contribution's rollup rows are few (a tenth of its leaf), so replacing or trimming a day is
+# an indexed DELETE, and readers never wait for it.
+ROLLUP_INDEXES = {"lookup": "(kind, channel, version, metric, date)", "day": "(kind, submission_date)"}
+_V2 = f"""
+CREATE TABLE aggregates_rollup ({_DIMENSIONS}, {_CELLS});
+INSERT INTO aggregates_rollup SELECT * FROM aggregates_all ORDER BY kind, channel, version, metric, date;
+DROP TABLE aggregates_all;
+ALTER TABLE aggregates_rollup RENAME TO aggregates_all;
+""" + "".join(
+    f"CREATE INDEX aggregates_all_{name} ON aggregates_all {index};\n" for name, index in ROLLUP_INDEXES.items()
+)
+
 # (version, description, SQL). Never edit a released migration: append a new one.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "partitioned aggregates and rollup, layouts, catalog, ledger", _V1),
+    (2, "the rollup as one plain table", _V2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -150,7 +166,7 @@ def _checked(kind: str, day: date) -> None:
 
 
 def leaf_name(table: str, kind: str, day: date) -> str:
-    """`aggregates_<kind>_<YYYYMMDD>` or `aggregates_all_<kind>_<YYYYMMDD>`."""
+    """`aggregates_<kind>_<YYYYMMDD>`."""
     _checked(kind, day)
     if table not in TABLES:
         raise ValueError(f"not a leaf-partitioned table: {table!r}")
@@ -203,3 +219,8 @@ async def swap_leaf(conn: asyncpg.Connection, table: str, kind: str, day: date, 
 
 async def drop_leaf(conn: asyncpg.Connection, table: str, kind: str, day: date) -> None:
     await conn.execute(f"DROP TABLE IF EXISTS {_quote(leaf_name(table, kind, day))}")
+
+
+async def delete_rollup(conn: asyncpg.Connection, kind: str, day: date) -> None:
+    """Remove one contribution's rollup rows (row locks only: readers go on reading the committed rows)."""
+    await conn.execute(f"DELETE FROM {ROLLUP} WHERE kind = $1 AND submission_date = $2", kind, day)

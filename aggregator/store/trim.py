@@ -1,7 +1,7 @@
 """Retention, as the original's trim_db: drop the contributions older than the window.
 
-A contribution is a leaf of each leaf-partitioned table plus its catalog rows, so trimming a day is two
-DROP TABLEs and a few indexed deletes: constant time, whatever the size of the rest of the store.
+A contribution is a leaf of the aggregates, its rollup rows and its catalog rows, so trimming a day is a DROP
+TABLE and a few indexed deletes: it costs the day's size, whatever the size of the rest of the store.
 """
 
 from dataclasses import dataclass
@@ -64,6 +64,7 @@ async def _trim_day(conn: asyncpg.Connection, kind: str, day: date) -> bool:
             await conn.execute(f"DELETE FROM {table} WHERE kind = $1 AND submission_date = $2", kind, day)
         for table in schema.TABLES:
             await schema.drop_leaf(conn, table, kind, day)
+        await schema.delete_rollup(conn, kind, day)
         return True
 
     return await with_short_locks(conn, drop, f"trim {kind} {day:%Y%m%d}")
