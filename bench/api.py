@@ -32,6 +32,7 @@ from aggregator.snapshot import list_dates
 from aggregator.store import schema
 from aggregator.store.publish import publish_dates
 from server import queries
+from server.app import keep_session
 
 CHANNELS = ["nightly", "beta", "release"]
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -171,8 +172,12 @@ async def measure(url: str, requests: int) -> list[str]:
     http = {entries: HttpClient(base) for entries, (_, base) in servers.items()}
     rows = []
     try:
-        async with asyncpg.create_pool(  # planned as the service plans (server/app.py)
-            url, min_size=10, max_size=10, server_settings={"plan_cache_mode": "force_generic_plan"}
+        async with asyncpg.create_pool(  # planned and reset as the service's pool (server/app.py)
+            url,
+            min_size=10,
+            max_size=10,
+            reset=keep_session,
+            server_settings={"plan_cache_mode": "force_generic_plan"},
         ) as pool:
             for client in http.values():
                 await wait_for(client)
