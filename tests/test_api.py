@@ -397,3 +397,16 @@ async def test_openapi_describes_every_route(client):
     metric = spec["paths"]["/aggregates_by/{kind}/channels/{channel}/"]["get"]
     assert {p["name"] for p in metric["parameters"]} == {"kind", "channel", *ALLOWED}
 
+
+async def test_the_explorer_page_and_only_its_files_are_served(client):
+    page = await client.get("/")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert '<script type="module" src="/static/explorer.js">' in await page.text()
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'; default-src 'self'"
+    module = await client.get("/static/explorer.js")
+    assert module.status == 200 and "javascript" in module.content_type
+    assert module.headers["Cache-Control"] == "no-cache"
+    for path in ("/static/nope.js", "/static/..%2Fapp.py", "/static/%2E%2E%2Fconfig.py", "/static/"):
+        answer = await client.get(path)
+        assert answer.status == 404, path
+        assert answer.content_type == "application/json"
