@@ -15,7 +15,7 @@ import {
   statisticName,
   summed,
 } from "./data.js";
-import { FILTERS, STATISTICS, datesBetween, parseState, seriesOf, stateQuery } from "./state.js";
+import { FILTERS, STATISTICS, byValue, datesBetween, parseState, seriesOf, stateQuery } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 const number = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
@@ -91,7 +91,7 @@ function showFilters(options) {
   for (const key of FILTERS) {
     const listed = new Set(choices[key].map(([v]) => v));
     const all = [...choices[key], ...state.filters[key].filter((v) => !listed.has(v)).map((v) => [v, v])];
-    all.sort((a, b) => a[0].localeCompare(b[0], "en", { numeric: true }));
+    all.sort((a, b) => byValue(a[0], b[0]));
     let group = $(`filter-${key}`);
     if (!group) {
       group = element("fieldset", { id: `filter-${key}`, class: "choices" }, element("legend", {}, FILTER_NAMES[key]));
@@ -377,16 +377,25 @@ document.addEventListener("change", (event) => {
   if (name === "token") {
     setToken(value);
   } else if (FILTERS.includes(name)) {
-    state.filters[name] = [...document.querySelectorAll(`input[name=${name}]:checked`)].map((box) => box.value);
+    const checked = [...document.querySelectorAll(`input[name=${name}]:checked`)].map((box) => box.value);
+    state.filters[name] = checked.sort(byValue);
   } else if (name === "stats") {
     state.stats = STATISTICS.filter((s) => document.querySelector(`input[name=stats][value="${s}"]`).checked);
-  } else if (name in state) {
+  } else if (typeof state[name] === "string") {
+    if (state[name] === value.trim()) return; // e.g. Enter after a name was picked from the list
     state[name] = value.trim();
   } else {
     return;
   }
   for (const key of RESETS[name] ?? []) state[key] = "";
   update(name !== "token");
+});
+
+// A name picked from the metric list is shown at once, without waiting for Enter or leaving the field.
+$("metric").addEventListener("input", (event) => {
+  const name = event.target.value.trim();
+  const listed = [...$("metrics").options].some((option) => option.value === name);
+  if (listed && name !== state.metric) event.target.dispatchEvent(new Event("change", { bubbles: true }));
 });
 
 $("controls").addEventListener("submit", (event) => event.preventDefault());

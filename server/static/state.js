@@ -9,6 +9,9 @@ const SCALES = ["count", "percent"];
 const TEXTS = ["channel", "version", "metric", "label", "from", "to"];
 const DEFAULT_STATS = ["mean", "50"];
 
+/** The order of a filter's values everywhere (checkboxes, series, links): numbers by value, "6.1" before "10.0". */
+export const byValue = (a, b) => a.localeCompare(b, "en", { numeric: true });
+
 /** The state a query string describes; unknown or malformed values fall back to the defaults. */
 export function parseState(search) {
   const query = new URLSearchParams(search);
@@ -19,7 +22,7 @@ export function parseState(search) {
     compare: choice("compare", FILTERS, ""),
     scale: choice("scale", SCALES, SCALES[0]),
     stats: query.has("stats") ? STATISTICS.filter((s) => query.get("stats").split(",").includes(s)) : DEFAULT_STATS,
-    filters: Object.fromEntries(FILTERS.map((key) => [key, [...new Set(query.getAll(key))].sort()])),
+    filters: Object.fromEntries(FILTERS.map((key) => [key, [...new Set(query.getAll(key))].sort(byValue)])),
   };
   for (const key of TEXTS) state[key] = (query.get(key) ?? "").trim();
   return state;
