@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench bench-publish lint format clean up down stack
+.PHONY: install test demo screenshots bench bench-publish lint format clean up down stack
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,11 @@ test: install
 
 demo: install
 	$(BIN)/aggregator demo
+
+# docs/img/explorer-*.png: the explorer page on the demo's data (needs /usr/bin/chromium: scripts/ensure-chromium.sh)
+screenshots: install
+	$(BIN)/aggregator demo --no-serve
+	$(BIN)/python scripts/screenshots.py
 
 bench: install
 	$(BIN)/python bench/job.py --output docs/benchmarks.md

@@ -53,7 +53,7 @@ async def example_urls(database: dict, base: str) -> list[str]:
     finally:
         await conn.close()
     if not rows:
-        return [f"{base}/aggregates_by/submission_date/channels/"]
+        return [f"{base}/", f"{base}/aggregates_by/submission_date/channels/"]
     channel, version, dates = rows[0]["channel"], rows[0]["version"], [f"{d:%Y%m%d}" for d in rows[0]["dates"]]
 
     def metric(name: str, **filters: str) -> str:
@@ -61,6 +61,7 @@ async def example_urls(database: dict, base: str) -> list[str]:
         return f"{base}/aggregates_by/submission_date/channels/{channel}/?{urlencode(query, safe=',')}"
 
     return [
+        f"{base}/",  # the explorer page
         f"{base}/aggregates_by/build_id/channels/",
         f"{base}/aggregates_by/submission_date/channels/{channel}/dates/",
         f"{base}/filters/?channel={channel}&version={version}",

@@ -16,7 +16,7 @@ def _errors(*codes: int) -> dict:
     meaning = {
         304: "Not modified since the ETag sent in If-None-Match (no body).",
         403: "Not authenticated: a missing, malformed, expired or under-scoped bearer token.",
-        404: "Unknown kind, channel or metric, invalid value, blacklisted metric, or no data.",
+        404: "Unknown kind, channel, metric or file, invalid value, blacklisted metric, or no data.",
         405: "Unknown query parameter; `Allow` holds the URL with only the valid parameters.",
         503: "The database is down or the query took too long; retry later (Retry-After).",
     }
@@ -113,6 +113,9 @@ def spec() -> dict:
         "items": {"type": "object", "properties": {"version": {"type": "string"}, "date": {"type": "string"}}},
     }
     text = {"description": "Plain text.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    page = {"description": "The explorer page (HTML).", "content": {"text/html": {"schema": {"type": "string"}}}}
+    asset = {"description": "A file of the explorer page: a JavaScript module, the stylesheet or the icon."}
+    name = _parameter("name", "path", "File name, e.g. explorer.js.")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -130,6 +133,8 @@ def spec() -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RS256)"}},
         },
         "paths": {
+            "/": _get("The explorer: a page that charts any metric from this API (docs/explorer.md).", page),
+            "/static/{name}": _get("The explorer page's files.", asset, [name], (404,)),
             "/aggregates_by/{kind}/channels/": _get(
                 "Channels with data (release only when authenticated).",
                 _json(STRINGS, "Channel names."),

@@ -2,9 +2,11 @@
 
 from aiohttp import web
 
-from server import ops, views
+from server import explorer, ops, views
 
 ROUTES = (
+    ("/", explorer.page),
+    ("/static/{name}", explorer.asset),
     ("/status", ops.status),
     ("/__heartbeat__", ops.heartbeat),
     ("/__lbheartbeat__", ops.lbheartbeat),

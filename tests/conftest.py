@@ -1,4 +1,5 @@
-"""Shared fixtures: a generated corpus, a LocalCluster, and a separately started scheduler and workers."""
+"""Shared fixtures: a generated corpus, a LocalCluster, a separately started scheduler and workers, the corpus
+published in a database of the module's own, and the reference aggregation the API's answers are checked with."""
 
 import asyncio
 import os
@@ -6,16 +7,24 @@ import secrets
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
 from aggregator.generate import GenerateSummary, generate_corpus
 from aggregator.job import run_job
+from aggregator.store import schema
+from aggregator.store.publish import publish_dates
+from server.config import ServerSettings
 
+KINDS = ("build_id", "submission_date")
+FILTER_COLUMNS = {"application": 4, "architecture": 5, "os": 6, "osVersion": 7}  # positions in a record of `cells`
 DASK = str(Path(sys.executable).with_name("dask"))  # the `dask` command an operator runs
 # Where tests create their own databases (scripts/ensure-postgres.sh starts a server there).
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -114,3 +123,72 @@ def scratch_database() -> Iterator[Callable[[str], str]]:
     yield make
     for name in made:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# ---- the corpus served: published by the store's real path into a database of the module's own -----------
+
+
+def settings_for(url: str, **changes) -> ServerSettings:
+    """The environment's settings on this database, seeing every publish at once."""
+    return replace(ServerSettings.from_env({"dsn": url}), **{"ledger_poll_seconds": 0, "jwks": None} | changes)
+
+
+async def load(url: str, snapshot: str, dates: list[str]) -> None:
+    """The store's real path: migrate, then publish every (kind, date) of the snapshot."""
+    conn = await asyncpg.connect(url)
+    try:
+        await schema.migrate(conn)
+        await publish_dates(conn, snapshot, dates, schema.KINDS, say=lambda *_: None)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def database_url(scratch_database, snapshot, corpus) -> str:
+    url = scratch_database("ta_api")
+    asyncio.run(load(url, snapshot, corpus.dates))
+    return url
+
+
+@pytest.fixture
+def empty_database_url(scratch_database) -> str:
+    return scratch_database("ta_api_fresh")
+
+
+# ---- the oracle: tests/reference.py's cells, summed the way the API is specified to ---------------------
+
+
+@pytest.fixture(scope="session")
+def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
+    """Reference cells by kind and (channel, version, metric): records of (channel, version, date, label,
+    application, architecture, os, os_version, process, layout, cell); the API's date is the build date
+    for build_id aggregates and the submission date otherwise."""
+    from tests.test_job import reference  # the plain-Python reference run over a corpus
+
+    out: dict[str, dict] = {kind: defaultdict(list) for kind in KINDS}
+    for ref in reference(corpus.output, True).values():
+        for key, cell in ref.build_id.items():
+            _, channel, version, build, app, arch, os_, os_version, metric, label, process, layout = key
+            record = (channel, version, build, label, app, arch, os_, os_version, process, layout, cell)
+            out["build_id"][(channel, version, metric)].append(record)
+        for key, cell in ref.submission_date.items():
+            day, channel, version, app, arch, os_, os_version, metric, label, process, layout = key
+            record = (channel, version, day, label, app, arch, os_, os_version, process, layout, cell)
+            out["submission_date"][(channel, version, metric)].append(record)
+    return out
+
+
+def summed(records: list[tuple], filters: dict[str, set[str]], processes=None, labels=None) -> dict:
+    """{(date, label): [layout, counts, sum, count]} over the records matching every filter (OR within one)."""
+    total: dict[tuple[str, str], list] = {}
+    for record in records:
+        _, _, day, label, *_, process, layout, cell = record
+        if (processes and process not in processes) or (labels is not None and label not in labels):
+            continue
+        if any(record[FILTER_COLUMNS[k]] not in values for k, values in filters.items()):
+            continue
+        entry = total.setdefault((day, label), [layout, np.zeros(len(cell[2]), np.int64), 0, 0])
+        entry[1] += np.array(cell[2], np.int64)
+        entry[2] += cell[3]
+        entry[3] += cell[4]
+    return total

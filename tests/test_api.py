@@ -1,92 +1,26 @@
 """The HTTP API against real Postgres data: the generated corpus, aggregated by the job on a LocalCluster,
 published by the store, served by the app; answers compared with the reference aggregation."""
 
-import asyncio
 import gzip
-from collections import defaultdict
-from dataclasses import replace
 
 import asyncpg
-import numpy as np
 import pytest
 import pytest_asyncio
 
 from aggregator.store import schema
 from aggregator.store.publish import publish_dates
 from server.app import create_app
-from server.config import ServerSettings
 from server.params import ALLOWED
-from tests.test_job import reference
+from tests.conftest import KINDS, settings_for, summed
 
 pytestmark = pytest.mark.asyncio
 
-KINDS = ("build_id", "submission_date")
 CHANNEL, VERSION = "nightly", "146"
-FILTER_COLUMNS = {"application": 4, "architecture": 5, "os": 6, "osVersion": 7}  # positions in a Record below
-
-
-def settings_for(url: str, **changes) -> ServerSettings:
-    """The environment's settings on this database, seeing every publish at once."""
-    return replace(ServerSettings.from_env({"dsn": url}), **{"ledger_poll_seconds": 0, "jwks": None} | changes)
-
-
-async def load(url: str, snapshot: str, dates: list[str]) -> None:
-    """The store's real path: migrate, then publish every (kind, date) of the snapshot."""
-    conn = await asyncpg.connect(url)
-    try:
-        await schema.migrate(conn)
-        await publish_dates(conn, snapshot, dates, schema.KINDS, say=lambda *_: None)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
-def database_url(scratch_database, snapshot, corpus) -> str:
-    url = scratch_database("ta_api")
-    asyncio.run(load(url, snapshot, corpus.dates))
-    return url
 
 
 @pytest_asyncio.fixture
 async def client(aiohttp_client, database_url):
     return await aiohttp_client(create_app(settings_for(database_url)))
-
-
-# ---- the oracle: tests/reference.py's cells, summed the way the API is specified to ---------------------
-
-
-@pytest.fixture(scope="module")
-def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
-    """Reference cells by kind and (channel, version, metric): records of (channel, version, date, label,
-    application, architecture, os, os_version, process, layout, cell); the API's date is the build date
-    for build_id aggregates and the submission date otherwise."""
-    out: dict[str, dict] = {kind: defaultdict(list) for kind in KINDS}
-    for ref in reference(corpus.output, True).values():
-        for key, cell in ref.build_id.items():
-            _, channel, version, build, app, arch, os_, os_version, metric, label, process, layout = key
-            record = (channel, version, build, label, app, arch, os_, os_version, process, layout, cell)
-            out["build_id"][(channel, version, metric)].append(record)
-        for key, cell in ref.submission_date.items():
-            day, channel, version, app, arch, os_, os_version, metric, label, process, layout = key
-            record = (channel, version, day, label, app, arch, os_, os_version, process, layout, cell)
-            out["submission_date"][(channel, version, metric)].append(record)
-    return out
-
-
-def summed(records: list[tuple], filters: dict[str, set[str]], processes=None, labels=None) -> dict:
-    """{(date, label): [layout, counts, sum, count]} over the records matching every filter (OR within one)."""
-    total: dict[tuple[str, str], list] = {}
-    for record in records:
-        _, _, day, label, *_, process, layout, cell = record
-        if (processes and process not in processes) or (labels is not None and label not in labels):
-            continue
-        if any(record[FILTER_COLUMNS[k]] not in values for k, values in filters.items()):
-            continue
-        entry = total.setdefault((day, label), [layout, np.zeros(len(cell[2]), np.int64), 0, 0])
-        entry[1] += np.array(cell[2], np.int64)
-        entry[2] += cell[3]
-        entry[3] += cell[4]
-    return total
 
 
 def expected(cells, kind, metric, dates, filters=None, processes=None, labels=None) -> dict:
@@ -430,11 +364,6 @@ async def test_gzip_when_accepted(client):
     assert gzip.decompress(body) == await raw.read() and len(body) < len(await raw.read())
 
 
-@pytest.fixture
-def empty_database_url(scratch_database) -> str:
-    return scratch_database("ta_api_fresh")
-
-
 async def test_cache_hits_then_a_publish_is_seen_at_once(aiohttp_client, empty_database_url, snapshot, corpus):
     url = empty_database_url
     first_day, second_day = corpus.dates
@@ -467,3 +396,17 @@ async def test_openapi_describes_every_route(client):
     assert routes == set(spec["paths"])
     metric = spec["paths"]["/aggregates_by/{kind}/channels/{channel}/"]["get"]
     assert {p["name"] for p in metric["parameters"]} == {"kind", "channel", *ALLOWED}
+
+
+async def test_the_explorer_page_and_only_its_files_are_served(client):
+    page = await client.get("/")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert '<script type="module" src="/static/explorer.js">' in await page.text()
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'; default-src 'self'"
+    module = await client.get("/static/explorer.js")
+    assert module.status == 200 and "javascript" in module.content_type
+    assert module.headers["Cache-Control"] == "no-cache"
+    for path in ("/static/nope.js", "/static/..%2Fapp.py", "/static/%2E%2E%2Fconfig.py", "/static/"):
+        answer = await client.get(path)
+        assert answer.status == 404, path
+        assert answer.content_type == "application/json"

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from server.app import create_app
-from tests.test_api import database_url, settings_for  # noqa: F401 (database_url: this module's own database)
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,7 +51,7 @@ def jwks_file(tmp_path, keys) -> str:
 
 
 @pytest_asyncio.fixture
-async def client(aiohttp_client, database_url, jwks_file):  # noqa: F811
+async def client(aiohttp_client, database_url, jwks_file):
     return await aiohttp_client(create_app(settings_for(database_url, jwks=jwks_file)))
 
 
@@ -128,7 +128,7 @@ async def test_tokens_are_not_kept_past_their_expiry(client, keys):
     assert (await answer.json())["code"] == "token_expired"
 
 
-async def test_jwks_from_a_url_is_cached_and_its_outage_is_a_503(aiohttp_client, aiohttp_server, database_url, keys):  # noqa: F811
+async def test_jwks_from_a_url_is_cached_and_its_outage_is_a_503(aiohttp_client, aiohttp_server, database_url, keys):
     fetched = []
 
     async def jwks(request: web.Request) -> web.Response:

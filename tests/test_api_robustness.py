@@ -15,7 +15,7 @@ from aiohttp import ClientSession, web
 from aggregator.store.schema import SchemaError
 from server.app import create_app
 from server.keys import POOL, READER
-from tests.test_api import database_url, empty_database_url, settings_for  # noqa: F401 (fixtures: this module's own)
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,7 +60,7 @@ def through(url: str, port: int) -> str:
     return url.replace(f"{POSTGRES[0]}:{POSTGRES[1]}", f"127.0.0.1:{port}")
 
 
-async def test_database_down_is_a_503_and_recovery_is_automatic(aiohttp_client, database_url):  # noqa: F811
+async def test_database_down_is_a_503_and_recovery_is_automatic(aiohttp_client, database_url):
     proxy = Proxy()
     await proxy.start()
     client = await aiohttp_client(create_app(settings_for(through(database_url, proxy.port), cache_entries=0)))
@@ -84,7 +84,7 @@ async def test_database_down_is_a_503_and_recovery_is_automatic(aiohttp_client, 
     await proxy.stop()
 
 
-async def test_statement_timeout_is_a_503(aiohttp_client, database_url):  # noqa: F811
+async def test_statement_timeout_is_a_503(aiohttp_client, database_url):
     client = await aiohttp_client(
         create_app(settings_for(database_url, statement_timeout_ms=300, cache_entries=0, pool_min=1, pool_max=3))
     )
@@ -109,7 +109,7 @@ async def start_and_stop(app: web.Application) -> None:
         await runner.cleanup()
 
 
-async def test_refuses_a_database_without_the_known_schema(empty_database_url):  # noqa: F811
+async def test_refuses_a_database_without_the_known_schema(empty_database_url):
     empty = empty_database_url
     with pytest.raises(SchemaError, match="no aggregates schema"):
         await start_and_stop(create_app(settings_for(empty)))
@@ -123,7 +123,7 @@ async def test_refuses_a_database_without_the_known_schema(empty_database_url): 
         await start_and_stop(create_app(settings_for(empty)))
 
 
-async def test_force_https_redirects_as_the_original(aiohttp_client, database_url):  # noqa: F811
+async def test_force_https_redirects_as_the_original(aiohttp_client, database_url):
     client = await aiohttp_client(create_app(settings_for(database_url, force_https=True)))
     answer = await client.get("/aggregates_by/build_id/channels/", allow_redirects=False)
     assert answer.status == 301
@@ -140,7 +140,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("command", [["-m", "server"], ["-m", "aggregator", "serve"]])
-async def test_serves_until_sigterm_then_shuts_down_cleanly(database_url, command):  # noqa: F811
+async def test_serves_until_sigterm_then_shuts_down_cleanly(database_url, command):
     port = free_port()
     env = os.environ | {"DATABASE_URL": database_url, "DATABASE_RO_URL": database_url, "API_PORT": str(port)}
     process = await asyncio.create_subprocess_exec(
@@ -170,7 +170,7 @@ async def test_serves_until_sigterm_then_shuts_down_cleanly(database_url, comman
             await process.wait()
 
 
-async def test_demo_publishes_and_its_example_urls_answer(aiohttp_client, empty_database_url, tmp_path):  # noqa: F811
+async def test_demo_publishes_and_its_example_urls_answer(aiohttp_client, empty_database_url, tmp_path):
     env = os.environ | {"DATABASE_URL": empty_database_url, "API_PORT": "8000"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aggregator", "demo", "--no-serve", "--pings", "300", "--workdir", str(tmp_path),
@@ -186,7 +186,7 @@ async def test_demo_publishes_and_its_example_urls_answer(aiohttp_client, empty_
         assert answer.status == 200, url
 
 
-async def test_an_unexpected_error_is_a_json_500(aiohttp_client, database_url):  # noqa: F811
+async def test_an_unexpected_error_is_a_json_500(aiohttp_client, database_url):
     client = await aiohttp_client(create_app(settings_for(database_url)))
 
     async def broken(kind: str) -> list[str]:

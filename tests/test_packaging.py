@@ -1,7 +1,9 @@
-"""environment.yml and pyproject.toml declare the same dependencies, with the same bounds."""
+"""environment.yml and pyproject.toml declare the same dependencies, with the same bounds; the package and the
+image hold what the service needs."""
 
 import re
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
@@ -45,3 +47,11 @@ def test_dockerfile_installs_the_package_as_the_readme_does():
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     for package in packages["include"]:
         assert f"COPY {package.rstrip('*')} " in dockerfile
+
+
+def test_the_explorer_page_is_packaged():
+    """Every file of the explorer page (server/static/) is package data, so `pip install .` ships it."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["server"]
+    files = [p.relative_to(ROOT / "server").as_posix() for p in (ROOT / "server" / "static").rglob("*") if p.is_file()]
+    assert "static/index.html" in files
+    assert all(f.count("/") == 1 and any(fnmatch(f, pattern) for pattern in patterns) for f in files)  # no subfolder

@@ -1,0 +1,99 @@
+// From the API's answers to what the page shows: a distribution summed over dates, the evolution per date, and
+// the CSV and JSON downloads. Pure functions of the answers (no DOM), the numbers the charts and tables share.
+
+import { STATISTICS } from "./state.js";
+
+/** A series' entries of one label, oldest date first. */
+export function entriesOf(answer, label) {
+  return answer.data.filter((e) => e.label === label).sort((a, b) => a.date.localeCompare(b.date));
+}
+
+/** The labels of the answers, most submissions first ("" alone for a metric without keys). */
+export function labelsOf(answers) {
+  const submissions = new Map();
+  for (const answer of answers) {
+    for (const e of answer.data) submissions.set(e.label, (submissions.get(e.label) ?? 0) + e.count);
+  }
+  return [...submissions].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([label]) => label);
+}
+
+/** One name per histogram value. Flag histograms have three values over two bucket labels (as the original
+ * served them): a value past the last label is named by continuing the labels' step. */
+export function bucketNames(answers) {
+  const buckets = answers[0].buckets;
+  const width = Math.max(buckets.length, ...answers.flatMap((a) => a.data.map((e) => e.histogram.length)));
+  const names = buckets.map(String);
+  const numeric = buckets.length > 1 && buckets.every((b) => typeof b === "number");
+  for (let i = names.length; i < width; i++) {
+    names.push(numeric ? String(buckets.at(-1) + (i - buckets.length + 1) * (buckets.at(-1) - buckets.at(-2))) : `#${i}`);
+  }
+  return names;
+}
+
+/** The histogram summed over entries (bucket by bucket), with its submissions and samples. */
+export function summed(entries, width) {
+  const counts = new Array(width).fill(0);
+  let submissions = 0;
+  for (const e of entries) {
+    e.histogram.forEach((value, i) => (counts[i] += value));
+    submissions += e.count;
+  }
+  return { counts, submissions, samples: counts.reduce((a, b) => a + b, 0) };
+}
+
+export function percents(counts) {
+  const total = counts.reduce((a, b) => a + b, 0);
+  return counts.map((c) => (total ? (100 * c) / total : 0));
+}
+
+/** A statistic of an entry: its mean or one of its percentiles (null where the kind has none). */
+export function statistic(entry, name) {
+  return name === "mean" ? entry.mean : (entry.percentiles?.[name] ?? null);
+}
+
+export const statisticName = (name) => (name === "mean" ? "mean" : `p${name}`);
+
+function csv(rows) {
+  const cell = (v) => {
+    const text = v === null || v === undefined ? "" : String(v);
+    return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  };
+  return `${rows.map((row) => row.map(cell).join(",")).join("\n")}\n`;
+}
+
+/** The distribution as CSV: a row per series and bucket. `shown` is [{name, entries}]. */
+export function distributionCsv(shown, names) {
+  const rows = [["series", "bucket", "count", "percent"]];
+  for (const { name, entries } of shown) {
+    const { counts } = summed(entries, names.length);
+    const shares = percents(counts);
+    counts.forEach((count, i) => rows.push([name, names[i], count, shares[i].toFixed(4)]));
+  }
+  return csv(rows);
+}
+
+/** The evolution as CSV: a row per series and date, every statistic the API gives. */
+export function evolutionCsv(shown) {
+  const rows = [["series", "date", "submissions", "samples", "sum", ...STATISTICS.map(statisticName)]];
+  for (const { name, entries } of shown) {
+    for (const e of entries) {
+      const samples = e.histogram.reduce((a, b) => a + b, 0);
+      rows.push([name, e.date, e.count, samples, e.sum, ...STATISTICS.map((s) => statistic(e, s))]);
+    }
+  }
+  return csv(rows);
+}
+
+/** The JSON download: the query, and per series the API URL asked and the answer's entries shown. */
+export function shownJson(state, shown) {
+  const { kind, channel, version, metric, label, from, to } = state;
+  const series = shown.map(({ name, url, answer, entries }) => ({
+    name,
+    url,
+    buckets: answer.buckets,
+    kind: answer.kind,
+    description: answer.description,
+    data: entries,
+  }));
+  return `${JSON.stringify({ kind, channel, version, metric, label, from, to, series }, null, 1)}\n`;
+}
