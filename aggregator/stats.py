@@ -50,10 +50,10 @@ class RunStats:
 
     def merge(self, other: "RunStats") -> None:
         for path, stats in other.files.items():
-            if path in self.files:
-                self.files[path].merge(stats)
-            else:
-                self.files[path] = stats
+            # a copy, never `other`'s own object: a task's inputs stay in a worker's memory and may be read again
+            # (by another task, or when a lost result is recomputed), so merging must not change them
+            mine = self.files.setdefault(path, FileStats(path, date=stats.date))
+            mine.merge(stats)
         self.dropped.update(other.dropped)
         self.overflow += other.overflow
 
