@@ -6,7 +6,6 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 from fsspec.core import url_to_fs
 
 PING_SUFFIXES = (".ndjson", ".ndjson.gz")
@@ -17,6 +16,11 @@ UNREADABLE = (gzip.BadGzipFile, EOFError, zlib.error, OSError, UnicodeDecodeErro
 
 class InputError(ValueError):
     """The inputs named cannot be read as asked."""
+
+
+class InputChanged(OSError):
+    """A file is not the size it had when the run found it: its byte ranges would no longer be the ones planned,
+    so reading it would count part of a different file."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,17 @@ def discover(inputs: list[str], dates: list[str], blocksize: int = DEFAULT_BLOCK
         if not files:
             raise InputError(f"no {' or '.join(PING_SUFFIXES)} files in {url}")
         for file in files:
-            chunks += _split(fs.unstrip_protocol(file), fs.size(file), _date_of(file), blocksize)
+            chunks += _split(fs.unstrip_protocol(file), _size(fs, file), _date_of(file), blocksize)
     return chunks
+
+
+def _size(fs, path: str) -> int:
+    """A listed file's size; 0 for one that cannot be looked at (a broken link, gone since it was listed), which
+    reading then reports by name, under the run's policy for unreadable files."""
+    try:
+        return fs.size(path)
+    except OSError:
+        return 0
 
 
 def _split(url: str, size: int, date: str | None, blocksize: int) -> list[Chunk]:
@@ -82,7 +95,11 @@ def _split(url: str, size: int, date: str | None, blocksize: int) -> list[Chunk]
 
 def read_lines(chunk: Chunk) -> Iterator[bytes]:
     """The lines of a chunk; a line belongs to the byte range it starts in."""
-    with fsspec.open(chunk.url, "rb", compression="infer") as f:
+    fs, path = url_to_fs(chunk.url)
+    size = fs.size(path)
+    if size != chunk.size:
+        raise InputChanged(f"{size} bytes, {chunk.size} when the run started: changed while the run read it")
+    with fs.open(path, "rb", compression="infer") as f:
         if chunk.end is None:
             yield from f
             return

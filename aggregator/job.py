@@ -10,18 +10,23 @@ from dataclasses import dataclass, field
 import dask
 import dask.bag as db
 from distributed import Client, LocalCluster, futures_of, performance_report, progress
+from distributed.utils import silence_logging_cmgr
 
 from aggregator.aggregate import Aggregate, merge
 from aggregator.extract import Options
 from aggregator.inputs import DEFAULT_BLOCKSIZE, Chunk, discover
 from aggregator.layouts import Definitions
-from aggregator.snapshot import location, prepare
+from aggregator.snapshot import commit_run, location, prepare
 from aggregator.stats import RunStats
 from aggregator.tasks import aggregate_chunk, write_day
 
 
 class JobFailed(RuntimeError):
-    """The run was stopped before writing anything: too much bad input, or unreadable files."""
+    """The run was stopped before writing anything: too much bad input, unreadable files, or the cluster lost."""
+
+
+class SchedulerLost(JobFailed):
+    """The Dask scheduler could not be reached, or went away while the run used it."""
 
 
 @dataclass
@@ -86,8 +91,17 @@ def connect(config: JobConfig) -> Iterator[Client]:
     aggregation is pure Python, so processes give the parallelism)."""
     address = config.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
-        with Client(address) as client:
+        try:
+            client = Client(address)
+        except OSError as error:
+            raise SchedulerLost(f"cannot reach the Dask scheduler at {address}: {error}") from error
+        try:
             yield client
+        finally:
+            # A client that lost its scheduler logs its abandoned reconnection as a traceback: the run's error
+            # message says it once, plainly.
+            with silence_logging_cmgr("critical") if client.status != "running" else contextlib.nullcontext():
+                client.close()
         return
     workers = config.workers or os.cpu_count() or 1
     with (
@@ -119,11 +133,16 @@ def _summary(config: JobConfig, stats: RunStats, dates: list[str], rows: dict, s
     )
 
 
-def _check(config: JobConfig, stats: RunStats, dates: list[str]) -> None:
+def check_input(config: JobConfig, stats: RunStats, dates: list[str]) -> None:
     """Refuse to write a snapshot from input that is too broken to trust."""
-    if stats.errors and not config.skip_unreadable:
+    if stats.errors:
         names = "; ".join(f"{path} ({error})" for path, error in sorted(stats.errors.items()))
-        raise JobFailed(f"unreadable input files: {names} (--skip-unreadable skips them)")
+        if not config.skip_unreadable:
+            raise JobFailed(f"unreadable input files: {names} (--skip-unreadable skips them)")
+        # a large file is read in byte ranges: one that failed after others were aggregated cannot be skipped whole
+        partial = sorted(path for path, f in stats.files.items() if f.error and f.pings)
+        if partial:
+            raise JobFailed(f"input files failed after part of them was aggregated: {', '.join(partial)} ({names})")
     fraction = stats.bad_fraction()
     if fraction > config.max_bad_fraction:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats.reasons("malformed").items()))
@@ -140,22 +159,48 @@ def _check(config: JobConfig, stats: RunStats, dates: list[str]) -> None:
 
 
 def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSummary:
-    """Aggregate the configured inputs and write their snapshot; raises JobFailed, writing nothing, when
-    the input fails the checks."""
+    """Aggregate the configured inputs and write their snapshot; raises JobFailed, writing nothing, when the
+    input fails the checks or the cluster's scheduler is lost."""
     started = time.perf_counter()
     snapshot = location(config.snapshot)  # absolute: workers may not share the client's working directory
     chunks = discover(config.inputs, config.dates, config.blocksize)
     definitions = Definitions.load(config.definitions, config.scalar_definitions)
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(connect(config))
+        try:
+            stats, dates, staged = _aggregate_and_stage(config, client, chunks, definitions, snapshot, say)
+        except JobFailed:
+            raise
+        except Exception as error:
+            reason = getattr(error, "reason", None)  # distributed's FutureCancelledError says why
+            if client.status == "running" and reason != "scheduler-connection-lost":
+                raise
+            raise SchedulerLost(
+                f"lost the Dask scheduler at {client.scheduler.address} while the job ran "
+                f"({reason or type(error).__name__}): no submission date of {config.snapshot} was changed; "
+                "re-run the job once the scheduler is back"
+            ) from error
+    # Every day is staged: only now do readers see the new runs (runs are switched in by the client, which needs
+    # no scheduler for it).
+    for date, kinds in staged.items():
+        for kind, (run_id, _) in kinds.items():
+            commit_run(snapshot, kind, date, run_id)
+    rows = {date: {kind: n for kind, (_, n) in kinds.items()} for date, kinds in staged.items()}
+    return _summary(config, stats, dates, rows, started)
+
+
+def _aggregate_and_stage(
+    config: JobConfig, client: Client, chunks: list[Chunk], definitions: Definitions, snapshot: str, say
+) -> tuple[RunStats, list[str], dict[str, dict[str, tuple[str, int]]]]:
+    """The run's work on the cluster: aggregate, check, and stage every date's runs (uncommitted)."""
     options = Options(
         dates=frozenset(config.dates) or None,
         channels=frozenset(config.channels) if config.channels else None,
         include_fennec=config.include_fennec,
     )
-    with contextlib.ExitStack() as stack:
-        if client is None:
-            client = stack.enter_context(connect(config))
-        if config.performance_report:
-            stack.enter_context(performance_report(filename=config.performance_report))
+    report = config.performance_report
+    with performance_report(filename=report) if report else contextlib.nullcontext():
         say(f"Dask dashboard: {client.dashboard_link}")
         say(f"aggregating {len(chunks)} input chunks")
         # One tree reduction per submission_date folder (chunks from elsewhere share one): the days reduce in
@@ -177,15 +222,15 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
         for part in client.gather([client.submit(_stats_of, t) for t in totals.values()]):
             stats.merge(part)
         dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
-        _check(config, stats, dates)
+        check_input(config, stats, dates)
         say(f"writing {len(dates)} submission dates to {snapshot}")
         prepare(snapshot)
         writes = {
             d: client.submit(write_day, [t for g, t in totals.items() if g in (d, None)], snapshot, d, definitions)
             for d in dates
         }
-        rows = {d: w.result() for d, w in writes.items()}
-    return _summary(config, stats, dates, rows, started)
+        staged = dict(zip(writes, client.gather(list(writes.values())), strict=True))
+    return stats, dates, staged
 
 
 def _stats_of(aggregate: Aggregate) -> RunStats:

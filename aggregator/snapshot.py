@@ -1,7 +1,8 @@
 """The zarr snapshot: one group per (kind, submission date), each pointing at its current run.
 
-Layout and guarantees: docs/snapshot.md. A run is written in full before the date group's `current`
-attribute points at it, so readers never see half a run.
+Layout and guarantees: docs/snapshot.md. A run is staged in full before the date group's `current`
+attribute points at it, and the job moves the pointers only once every run is staged, so readers never see half
+a run, and a failed job leaves every date as it was.
 """
 
 import hashlib
@@ -93,8 +94,8 @@ def prepare(url: str) -> zarr.Group:
     return root
 
 
-def write_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
-    """Write a run of (kind, date), then point the date group at it and delete the runs it replaces."""
+def stage_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
+    """Write a run of (kind, date) under a new name and return it; readers do not see it until it is committed."""
     day = prepare(url)[kind].require_group(date)
     run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
     run = day.create_group(run_id)
@@ -118,11 +119,17 @@ def write_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict)
         }
         | attrs
     )
+    return run_id
+
+
+def commit_run(url: str, kind: str, date: str, run_id: str) -> None:
+    """Point the date group at a staged run, then delete every other run of it: the runs it replaces, and any
+    that a failed or interrupted job staged and never committed."""
+    day = zarr.open_group(location(url), mode="r+", path=f"{kind}/{date}")
     day.attrs["current"] = run_id  # the switch: one small object written whole
     for name in list(day.group_keys()):
         if name != run_id:
             del day[name]
-    return run_id
 
 
 def _current(url: str, kind: str, date: str) -> zarr.Group:

@@ -9,7 +9,7 @@ from aggregator.aggregate import Aggregate, by_submission_date, one_day
 from aggregator.extract import FILTER_REASONS, Accumulator, Options
 from aggregator.inputs import UNREADABLE, Chunk, read_lines
 from aggregator.layouts import Definitions
-from aggregator.snapshot import write_run
+from aggregator.snapshot import stage_run
 from aggregator.stats import FileStats, RunStats
 
 
@@ -26,8 +26,8 @@ def decode_error_reason(line: bytes) -> str:
 
 
 def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) -> Aggregate:
-    """Aggregate every ping of a chunk. A chunk that cannot be read contributes nothing but its error, so a
-    skipped file is skipped whole."""
+    """Aggregate every ping of a chunk. A chunk that cannot be read contributes nothing but its error: neither
+    the pings it gave before failing nor their counts (docs/semantics.md, unreadable files)."""
     if chunk.date is not None:  # a ping filed under another date's folder is not this date's
         options = replace(options, dates=frozenset({chunk.date}) & (options.dates or {chunk.date}))
     stats = FileStats(chunk.url, chunk.size, chunk.date)
@@ -54,17 +54,20 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
             else:
                 stats.malformed[outcome] += 1
     except UNREADABLE as error:
-        stats.error = f"{type(error).__name__}: {error}"
-        return Aggregate.empty(stats=RunStats(files={chunk.url: stats}))
+        kind = type(error).__name__
+        kind = f"{type(error).__module__}.{kind}" if kind == "error" else kind  # zlib.error, not just "error"
+        read = f" (after {stats.pings} lines)" if stats.pings else ""
+        failed = FileStats(chunk.url, chunk.size, chunk.date, error=f"{kind}: {error}{read}")
+        return Aggregate.empty(stats=RunStats(files={chunk.url: failed}))
     finally:
         if collecting:
             gc.enable()
     return accumulator.finish(RunStats(files={chunk.url: stats}))
 
 
-def write_day(parts: list[Aggregate], snapshot: str, date: str, definitions: Definitions) -> dict[str, int]:
-    """Write both kinds of aggregates of one submission date, from the reductions holding its pings; returns
-    the rows written per kind."""
+def write_day(parts: list[Aggregate], snapshot: str, date: str, definitions: Definitions) -> dict[str, tuple[str, int]]:
+    """Stage both kinds of aggregates of one submission date, from the reductions holding its pings; returns
+    the run id and rows written per kind. Nothing is visible until the job commits the runs."""
     build_id = one_day(parts, date)
     files = build_id.stats.for_date(date)
     attrs = {
@@ -84,8 +87,7 @@ def write_day(parts: list[Aggregate], snapshot: str, date: str, definitions: Def
             if (description := definitions.description(name))
         },
     }
-    rows = {}
-    for kind, aggregate in (("build_id", build_id), ("submission_date", by_submission_date(build_id))):
-        write_run(snapshot, kind, date, aggregate, attrs)
-        rows[kind] = len(aggregate)
-    return rows
+    return {
+        kind: (stage_run(snapshot, kind, date, aggregate, attrs), len(aggregate))
+        for kind, aggregate in (("build_id", build_id), ("submission_date", by_submission_date(build_id)))
+    }

@@ -2,6 +2,7 @@
 published in a database of the module's own, and the reference aggregation the API's answers are checked with."""
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
@@ -61,10 +62,18 @@ def _wait_for(path: Path, seconds: float = 30) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as an operator would."""
-    folder = tmp_path_factory.mktemp("cluster")
+@dataclass
+class Cluster:
+    """A separately started `dask scheduler` and its `dask worker` processes (each a nanny and its worker)."""
+
+    address: str
+    scheduler: subprocess.Popen
+    workers: list[subprocess.Popen]
+
+
+@contextlib.contextmanager
+def start_cluster(folder: Path, workers: int = 2) -> Iterator[Cluster]:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1, started as an operator would; ended on exit."""
     scheduler_file = str(folder / "scheduler.json")
     local = ["--host", "127.0.0.1", "--dashboard-address", ":0"]
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -78,17 +87,29 @@ def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     try:
         _wait_for(Path(scheduler_file))
         processes += [
-            start("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1") for _ in range(2)
+            start("worker", "--scheduler-file", scheduler_file, "--nworkers", "1", "--nthreads", "1")
+            for _ in range(workers)
         ]
         with Client(scheduler_file=scheduler_file) as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(workers, timeout=60)
             address = client.scheduler.address
-        yield address
+        yield Cluster(address, processes[0], processes[1:])
     finally:
         for process in reversed(processes):
             process.terminate()
         for process in processes:
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker that lost its scheduler may not stop on its own
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as an operator would."""
+    with start_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster.address
 
 
 @pytest.fixture(scope="session")

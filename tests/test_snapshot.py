@@ -3,10 +3,11 @@
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import zarr
 
 from aggregator.layouts import Layout
-from aggregator.snapshot import list_dates, prepare, read_attrs, read_run, write_run
+from aggregator.snapshot import SnapshotError, commit_run, list_dates, prepare, read_attrs, read_run, stage_run
 from tests.test_aggregate import as_dict, dims, make
 
 CATEGORICAL = Layout("categorical", (0, 1, 2), ("a", "b", "spill"))
@@ -21,6 +22,13 @@ def sample():
             (dims("20261101", "20261031", "Windows_NT"), ("L", "kéy", "gpu", LINEAR), [9, 0, 1], 2, 10),
         ]
     )
+
+
+def write_run(url: str, kind: str, date: str, aggregate, attrs: dict) -> str:
+    """Stage a run and commit it at once, as the job does once all of its runs are staged."""
+    run_id = stage_run(url, kind, date, aggregate, attrs)
+    commit_run(url, kind, date, run_id)
+    return run_id
 
 
 def test_round_trip_keeps_every_cell(tmp_path: Path):
@@ -86,3 +94,17 @@ def test_days_can_be_written_in_parallel_once_the_store_is_prepared(tmp_path: Pa
     with ThreadPoolExecutor(len(dates)) as pool:
         list(pool.map(lambda d: write_run(url, "build_id", d, sample(), {}), dates))
     assert list_dates(url) == [("build_id", d) for d in dates]
+
+
+def test_a_staged_run_is_invisible_until_committed(tmp_path: Path):
+    url = str(tmp_path / "snap")
+    write_run(url, "build_id", "20261101", sample(), {"n": 1})
+    staged = stage_run(url, "build_id", "20261101", sample(), {"n": 2})
+    stage_run(url, "build_id", "20261102", sample(), {"n": 3})  # a day whose only run was never committed
+    assert read_attrs(url, "build_id", "20261101")["n"] == 1
+    assert list_dates(url) == [("build_id", "20261101")]
+    with pytest.raises(SnapshotError):
+        read_run(url, "build_id", "20261102")
+    commit_run(url, "build_id", "20261101", staged)
+    assert read_attrs(url, "build_id", "20261101")["n"] == 2
+    assert list(zarr.open_group(url, mode="r", path="build_id/20261101").group_keys()) == [staged]
