@@ -224,7 +224,7 @@ def _aggregate_and_stage(
         dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
         check_input(config, stats, dates)
         say(f"writing {len(dates)} submission dates to {snapshot}")
-        prepare(snapshot)
+        prepare(snapshot, dates)
         writes = {
             d: client.submit(write_day, [t for g, t in totals.items() if g in (d, None)], snapshot, d, definitions)
             for d in dates

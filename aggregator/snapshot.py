@@ -7,6 +7,7 @@ a run, and a failed job leaves every date as it was.
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -83,22 +84,26 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def prepare(url: str) -> zarr.Group:
-    """The store's root and kind groups, created if missing. The job calls it once before its days are written
-    in parallel: two writers creating the same group at once would collide."""
+def prepare(url: str, dates: Iterable[str] = ()) -> zarr.Group:
+    """The store's root and kind groups, and the date groups of `dates`, created if missing. The job calls it
+    once, before its runs are staged in parallel: two writers creating the same group at once would collide."""
     root = zarr.open_group(location(url), mode="a", zarr_format=3)
     if root.attrs.get("format") != FORMAT:
         root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
     for kind in KINDS:
-        root.require_group(kind)
+        group = root.require_group(kind)
+        for date in dates:
+            group.require_group(date)
     return root
 
 
 def stage_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
-    """Write a run of (kind, date) under a new name and return it; readers do not see it until it is committed."""
-    day = prepare(url)[kind].require_group(date)
+    """Write a run of (kind, date), whose date group is prepared, under a new name and return it; readers do not
+    see it until it is committed. The run is written as a zarr hierarchy of its own: zarr re-checks the metadata
+    of every parent of each node it creates, so a writer killed half-way would otherwise leave stray files beside
+    the shared groups; this way nothing is written outside the run's folder."""
     run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
-    run = day.create_group(run_id)
+    run = zarr.open_group(f"{location(url)}/{kind}/{date}/{run_id}", mode="w-", zarr_format=3)
     arrays = _arrays(aggregate)
     for name, array in arrays.items():
         dtype = str if array.dtype.kind in "OUT" else array.dtype
@@ -123,13 +128,14 @@ def stage_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict)
 
 
 def commit_run(url: str, kind: str, date: str, run_id: str) -> None:
-    """Point the date group at a staged run, then delete every other run of it: the runs it replaces, and any
-    that a failed or interrupted job staged and never committed."""
+    """Point the date group at a staged run, then delete everything else in it: the runs it replaces, and what
+    a failed or interrupted job staged and never committed, down to a half-written run."""
     day = zarr.open_group(location(url), mode="r+", path=f"{kind}/{date}")
     day.attrs["current"] = run_id  # the switch: one small object written whole
-    for name in list(day.group_keys()):
-        if name != run_id:
-            del day[name]
+    fs, path = url_to_fs(url)
+    for child in fs.ls(f"{path.rstrip('/')}/{kind}/{date}", detail=False):
+        if child.rstrip("/").rsplit("/", 1)[-1] not in (run_id, "zarr.json"):
+            fs.rm(child, recursive=True)
 
 
 def _current(url: str, kind: str, date: str) -> zarr.Group:

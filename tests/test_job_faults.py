@@ -33,6 +33,7 @@ from aggregator.store.publish import publish_dates, rebuild
 from aggregator.tasks import aggregate_chunk
 from tests.conftest import start_cluster
 from tests.test_job import assert_matches_reference, config, lines_of, reference
+from tests.test_snapshot import files
 
 AGGREGATOR = [sys.executable, "-m", "aggregator"]
 RUN_FIELDS = ("inputs", "pings", "dropped", "overflow", "digest", "rows", "definitions", "descriptions")
@@ -59,15 +60,13 @@ def current_arrays(snapshot: str, kind: str, date: str) -> dict[str, np.ndarray]
     return {name: member[:] for name, member in run.members(max_depth=None) if isinstance(member, zarr.Array)}
 
 
-def run_groups(snapshot: str) -> dict[tuple[str, str], list[str]]:
-    """The run groups under each (kind, date) group, committed or not."""
-    root = zarr.open_group(snapshot, mode="r")
-    return {
-        (kind, date): sorted(root[kind][date].group_keys())
-        for kind in KINDS
-        if kind in root
-        for date in sorted(root[kind].group_keys())
-    }
+def run_folders(snapshot: Path) -> dict[str, list[str]]:
+    """The run folders under each `kind/date` group, committed or not, down to a half-written one (a folder,
+    so the file system is asked, not zarr)."""
+    folders: dict[str, list[str]] = {}
+    for run in sorted(snapshot.glob("*/*/run-*")):
+        folders.setdefault(f"{run.parent.parent.name}/{run.parent.name}", []).append(run.name)
+    return folders
 
 
 def assert_same_snapshot(got: str, want: str, dates: list[str]) -> None:
@@ -154,7 +153,7 @@ def test_workers_killed_mid_run_give_the_same_snapshot_and_counts(corpus, extern
     assert faulty.pings == sum(1 for line in lines_of(corpus.files) if line.strip())
     assert faulty.files == len(corpus.files)
     # a write interrupted by the kill leaves nothing behind once the day is committed
-    assert all(len(runs) == 1 for runs in run_groups(str(tmp_path / "faulty")).values())
+    assert all(len(runs) == 1 for runs in run_folders(tmp_path / "faulty").values())
 
 
 def test_merging_never_changes_its_inputs():
@@ -173,11 +172,6 @@ def test_merging_never_changes_its_inputs():
     assert merged.stats.reasons("malformed") == Counter(not_json=3)
     assert (first.stats.total("pings"), second.stats.total("pings")) == (5, 7)
     assert first.stats.reasons("malformed") == Counter(not_json=1)
-
-
-def staged_runs(snapshot: Path) -> list[Path]:
-    """Run folders on disk, committed or not (a cheap look, for polling while a job writes)."""
-    return sorted(snapshot.glob("*/*/run-*"))
 
 
 async def published_runs(dsn: str, snapshot: str) -> dict[tuple[str, str], str]:
@@ -215,7 +209,8 @@ def test_scheduler_lost_while_writing_fails_plainly_and_changes_no_day(
         kind: (read_attrs(str(snapshot), kind, first)["run_id"], current_arrays(str(snapshot), kind, first))
         for kind in KINDS
     }
-    committed = len(staged_runs(snapshot))
+    committed = sum(map(len, run_folders(snapshot).values()))
+    files_before = files(snapshot)
 
     (tmp_path / "cluster").mkdir()
     with start_cluster(tmp_path / "cluster", workers=1) as cluster:
@@ -229,8 +224,12 @@ def test_scheduler_lost_while_writing_fails_plainly_and_changes_no_day(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         # fmt: on
+
+        def writing() -> bool:
+            return sum(map(len, run_folders(snapshot).values())) > committed or job.poll() is not None
+
         try:
-            wait_until(lambda: len(staged_runs(snapshot)) > committed or job.poll() is not None, "a write", every=0.001)
+            wait_until(writing, "a write to start", every=0.001)
             for pid in worker_pids:
                 os.kill(pid, signal.SIGSTOP)
             cluster.scheduler.kill()
@@ -249,9 +248,14 @@ def test_scheduler_lost_while_writing_fails_plainly_and_changes_no_day(
     assert lines[0].startswith(f"aggregator: error: lost the Dask scheduler at {cluster.address}")
     assert "no submission date" in lines[0] and "was changed" in lines[0]
 
-    # What the interrupted write left: runs staged but not committed, which no reader follows.
-    groups = run_groups(str(snapshot))
+    # What the interrupted write left: runs staged but not committed, which no reader follows, the second day's
+    # empty group, and nothing else: every file that was there is as it was.
+    groups = run_folders(snapshot)
     assert sum(len(runs) for runs in groups.values()) > committed
+    files_after = files(snapshot)
+    assert {f: data for f, data in files_after.items() if f in files_before} == files_before
+    new = {f for f in files_after.keys() - files_before.keys() if "/run-" not in f}
+    assert new <= {f"{kind}/{second}/zarr.json" for kind in KINDS}
     for kind in KINDS:
         run_id, arrays = before[kind]
         assert read_attrs(str(snapshot), kind, first)["run_id"] == run_id
@@ -268,7 +272,7 @@ def test_scheduler_lost_while_writing_fails_plainly_and_changes_no_day(
 
     # A re-run completes, and its commit removes what the failed one left.
     run_job(config(corpus, snapshot), client=local_client, say=quiet)
-    assert all(len(runs) == 1 for runs in run_groups(str(snapshot)).values())
+    assert all(len(runs) == 1 for runs in run_folders(snapshot).values())
     assert_matches_reference(str(snapshot), reference(corpus.output, True))
 
 
@@ -290,8 +294,8 @@ def test_unreachable_scheduler_is_one_clear_error(corpus, tmp_path):
 def break_files(folder: Path) -> tuple[dict[str, Path], bytes]:
     """Spoil four of the corpus's files in place: one per fault. Returns them by fault, and the bytes of the one
     that the run must see vanish (the job's discovery finds it; it is gone before any worker opens it)."""
-    files = sorted(folder.glob("submission_date=*/*.ndjson.gz"))
-    bad = {"corrupt": files[0], "truncated": files[1], "unreadable": files[3], "vanishing": files[4]}
+    found = sorted(folder.glob("submission_date=*/*.ndjson.gz"))
+    bad = {"corrupt": found[0], "truncated": found[1], "unreadable": found[3], "vanishing": found[4]}
     data = bad["corrupt"].read_bytes()  # the gzip header and the start of its stream, then garbage
     bad["corrupt"].write_bytes(data[:64] + random.Random(5).randbytes(len(data) - 64))
     data = bad["truncated"].read_bytes()  # cut mid-stream: its first lines decompress, then the file ends
@@ -351,13 +355,13 @@ def test_bad_files_are_named_and_skipped_whole_or_fail_the_run(corpus, local_cli
         assert inputs[path.name]["error"] and inputs[path.name]["pings"] == 0
 
     # The default policy fails the run, naming each file, and writes nothing: the snapshot stays byte for byte.
-    files_before = {p: p.read_bytes() for p in snapshot.rglob("*") if p.is_file()}
+    files_before = files(snapshot)
     bad["vanishing"].write_bytes(vanishing)
     cfg.skip_unreadable = False
     with pytest.raises(JobFailed, match="unreadable input files") as failure:
         run_job(cfg, client=local_client, say=say)
     assert all(path.name in str(failure.value) for path in bad.values())
-    assert {p: p.read_bytes() for p in snapshot.rglob("*") if p.is_file()} == files_before
+    assert files(snapshot) == files_before
 
 
 def test_a_file_failing_after_part_of_it_was_read_cannot_be_skipped(tmp_path):

@@ -26,6 +26,7 @@ def sample():
 
 def write_run(url: str, kind: str, date: str, aggregate, attrs: dict) -> str:
     """Stage a run and commit it at once, as the job does once all of its runs are staged."""
+    prepare(url, [date])
     run_id = stage_run(url, kind, date, aggregate, attrs)
     commit_run(url, kind, date, run_id)
     return run_id
@@ -89,22 +90,36 @@ def test_readable_with_zarr_alone_as_documented(tmp_path: Path):
 
 def test_days_can_be_written_in_parallel_once_the_store_is_prepared(tmp_path: Path):
     url = str(tmp_path / "snap")
-    prepare(url)
     dates = [f"202611{d:02d}" for d in range(1, 9)]
+    prepare(url, dates)
     with ThreadPoolExecutor(len(dates)) as pool:
-        list(pool.map(lambda d: write_run(url, "build_id", d, sample(), {}), dates))
+        runs = list(pool.map(lambda d: stage_run(url, "build_id", d, sample(), {}), dates))
+    for date, run_id in zip(dates, runs, strict=True):
+        commit_run(url, "build_id", date, run_id)
     assert list_dates(url) == [("build_id", d) for d in dates]
 
 
-def test_a_staged_run_is_invisible_until_committed(tmp_path: Path):
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_staged_run_is_invisible_until_committed_and_touches_nothing_else(tmp_path: Path):
     url = str(tmp_path / "snap")
     write_run(url, "build_id", "20261101", sample(), {"n": 1})
+    prepare(url, ["20261101", "20261102"])  # preparing a day again keeps its pointer
+    before = files(tmp_path / "snap")
     staged = stage_run(url, "build_id", "20261101", sample(), {"n": 2})
-    stage_run(url, "build_id", "20261102", sample(), {"n": 3})  # a day whose only run was never committed
+    unfinished = stage_run(url, "build_id", "20261102", sample(), {"n": 3})  # a day whose run is never committed
+    after = files(tmp_path / "snap")
+    assert {f: data for f, data in after.items() if staged not in f and unfinished not in f} == before
     assert read_attrs(url, "build_id", "20261101")["n"] == 1
     assert list_dates(url) == [("build_id", "20261101")]
     with pytest.raises(SnapshotError):
         read_run(url, "build_id", "20261102")
+    # what a writer killed half-way leaves: a run folder with no metadata yet, a temporary file of zarr's
+    (tmp_path / "snap/build_id/20261101/run-unfinished").mkdir()
+    (tmp_path / "snap/build_id/20261101/run-unfinished/zarr.0a1b.partial").write_text("{")
+    (tmp_path / "snap/build_id/20261101/zarr.2c3d.partial").write_text("{")
     commit_run(url, "build_id", "20261101", staged)
     assert read_attrs(url, "build_id", "20261101")["n"] == 2
-    assert list(zarr.open_group(url, mode="r", path="build_id/20261101").group_keys()) == [staged]
+    assert sorted(p.name for p in (tmp_path / "snap/build_id/20261101").iterdir()) == [staged, "zarr.json"]
