@@ -22,7 +22,7 @@ from aggregator.tasks import aggregate_chunk, write_day
 
 
 class JobFailed(RuntimeError):
-    """The run was stopped before writing anything: too much bad input, unreadable files, or the cluster lost."""
+    """The run was stopped before changing the snapshot: too much bad input, unreadable files, or the scheduler lost."""
 
 
 class SchedulerLost(JobFailed):
@@ -159,8 +159,8 @@ def check_input(config: JobConfig, stats: RunStats, dates: list[str]) -> None:
 
 
 def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSummary:
-    """Aggregate the configured inputs and write their snapshot; raises JobFailed, writing nothing, when the
-    input fails the checks or the cluster's scheduler is lost."""
+    """Aggregate the configured inputs and write their snapshot; raises JobFailed, changing no date of the
+    snapshot, when the input fails the checks or the cluster's scheduler is lost."""
     started = time.perf_counter()
     snapshot = location(config.snapshot)  # absolute: workers may not share the client's working directory
     chunks = discover(config.inputs, config.dates, config.blocksize)
