@@ -117,7 +117,8 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def setup_middlewares(app: web.Application) -> None:
-    app.middlewares.extend(
-        [https_redirect, measure, errors, preflight, web.normalize_path_middleware(append_slash=True)]
-    )
+    # Only the trailing slash is added, as the original did: merging `//` would turn an empty channel
+    # (`/channels//dates/`) into a redirect to another route (`/channels/dates/`) rather than a 404.
+    slash = web.normalize_path_middleware(append_slash=True, merge_slashes=False)
+    app.middlewares.extend([https_redirect, measure, errors, preflight, slash])
     app.on_response_prepare.append(add_headers)
