@@ -60,10 +60,8 @@ def _anchored(*patterns: str) -> str:
 
 
 def _parameter(name: str, where: str, description: str, schema: dict, *, required: bool = False, **more) -> dict:
-    return {"name": name, "in": where, "required": required or where == "path", "description": description} | {
-        "schema": schema,
-        **more,
-    }
+    required = required or where == "path"
+    return {"name": name, "in": where, "required": required, "description": description, "schema": schema, **more}
 
 
 def _string(pattern: str, *examples: str, **more) -> dict:
