@@ -31,7 +31,8 @@ DATA = (304, 400, 404, 503)  # what every data route may answer besides 200
 OPS = (400,)  # and the operational ones
 OPTIONAL_AUTH = [{}, {"bearer": []}]  # a token unlocks release data and auth-only metrics
 AUTH = [{"bearer": []}]
-ASSET_TYPES = ("text/javascript", "application/javascript", "text/css", "image/svg+xml")  # as the platform names them
+# what the files of server/static/ are served as (JavaScript under either name the platform may give it)
+ASSET_TYPES = ("text/html", "text/javascript", "application/javascript", "text/css", "image/svg+xml")
 
 
 def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
@@ -264,7 +265,7 @@ def spec() -> dict:
             ),
             "/static/{name}": _get(
                 "The explorer page's files.",
-                _file("A JavaScript module, the stylesheet or the icon.", *ASSET_TYPES),
+                _file("The page, a JavaScript module, the stylesheet or the icon.", *ASSET_TYPES),
                 [_parameter("name", "path", "File name.", {"enum": sorted(ASSETS), "examples": ["explorer.js"]})],
                 (*OPS, 404),
             ),
