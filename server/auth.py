@@ -41,6 +41,8 @@ def bearer_token(header: str | None) -> str:
         raise AuthError("invalid_header", "Token not found")
     if len(parts) > 2:
         raise AuthError("invalid_header", "Authorization header must be Bearer token")
+    if not parts[1].isascii():  # a JWT is base64url; other bytes arrive as surrogates that no decoder takes
+        raise AuthError("improper_token", "Token cannot be validated")
     return parts[1]
 
 
@@ -79,7 +81,8 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError as failure:
             raise AuthError("token_expired", "Token is expired") from failure
-        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as failure:
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.ImmatureSignatureError) as failure:
+            # the original's JWT library reported a token not yet valid (nbf) as a claims error too
             raise AuthError("invalid_claims", "Incorrect claims,please check the audience and issuer") from failure
         except jwt.PyJWTError as failure:
             raise AuthError("invalid_header", "Unable to parse authentication token.") from failure

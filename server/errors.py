@@ -28,6 +28,14 @@ def error_response(status: int, code: str, description: str, headers: dict[str, 
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 500: "internal_error"}
+
+
+def http_error(status: int, description: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An error aiohttp itself raised (no route, wrong method, a request it cannot parse) as the JSON error."""
+    return error_response(status, HTTP_CODES.get(status, "error"), description, headers)
+
+
 def not_found(description: str) -> web.HTTPException:
     return error(web.HTTPNotFound, "not_found", description)
 

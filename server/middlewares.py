@@ -7,7 +7,7 @@ import time
 import asyncpg
 from aiohttp import hdrs, web
 
-from server.errors import DATABASE_ERRORS, Unavailable, error_response
+from server.errors import DATABASE_ERRORS, Unavailable, error_response, http_error
 from server.keys import METRICS, SETTINGS
 
 log = logging.getLogger("server")
@@ -80,9 +80,8 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
 
 def _as_json(request: web.Request, exception: web.HTTPException) -> web.Response:
     """aiohttp's own errors (no route, wrong method, request too large) with a JSON body."""
-    codes = {404: "not_found", 405: "method_not_allowed"}
     allow = {"Allow": ALLOWED_METHODS} if exception.status == 405 else None
-    return error_response(exception.status, codes.get(exception.status, "error"), exception.reason, allow)
+    return http_error(exception.status, exception.reason, allow)
 
 
 def _unavailable(request: web.Request, code: str, description: str) -> web.Response:
@@ -118,7 +117,8 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def setup_middlewares(app: web.Application) -> None:
-    app.middlewares.extend(
-        [https_redirect, measure, errors, preflight, web.normalize_path_middleware(append_slash=True)]
-    )
+    # Only the trailing slash is added, as the original did: merging `//` would turn an empty channel
+    # (`/channels//dates/`) into a redirect to another route (`/channels/dates/`) rather than a 404.
+    slash = web.normalize_path_middleware(append_slash=True, merge_slashes=False)
+    app.middlewares.extend([https_redirect, measure, errors, preflight, slash])
     app.on_response_prepare.append(add_headers)

@@ -2,8 +2,10 @@
 
 Rules of the original kept: unknown query parameter on the metric route -> 405 whose `Allow` header is the URL
 with only the valid parameters; missing version, dates or metric -> 404. Fixed: a repeated filter key means OR
-(telemetry.js sends `os=Linux&os=Darwin`); only `child` maps `true`/`false` (the original turned every
-`"true"` into a boolean, so `label=true` never matched); bad values are a 404 that says why, not a SQL error.
+(telemetry.js sends `os=Linux&os=Darwin`), while a single-valued parameter given two values is a 404 rather
+than "the first wins"; only `child` maps `true`/`false` (the original turned every `"true"` into a boolean, so
+`label=true` never matched); bad values are a 404 that says why, not a SQL error; /filters/ refuses unknown
+parameters as the metric route does (the original ignored them there).
 """
 
 import re
@@ -25,13 +27,15 @@ FILTER_PARAMETERS = {
 }
 CHILD = {"parent": "parent", "false": "parent", "content": "content", "true": "content", "gpu": "gpu"}
 ALLOWED = ("application", "architecture", "child", "dates", "label", "metric", "os", "osVersion", "version", "stats")
+FILTERS_ALLOWED = ("channel", "version")
 MAX_DATES = 3660  # ten years of days in one request
 MAX_VALUE = 1000  # characters of a filter value or label
 
-_CHANNEL = re.compile(r"[a-z]{1,32}")
-_VERSION = re.compile(r"[0-9]{1,9}")
-_DATE = re.compile(r"[0-9]{8}")
-_METRIC = re.compile(r"[A-Za-z0-9_\-\[\].]{1,200}")
+# What each value may be; /openapi.json publishes the same patterns.
+CHANNEL = re.compile(r"[a-z]{1,32}")
+VERSION = re.compile(r"[0-9]{1,9}")
+DATE = re.compile(r"[0-9]{8}")
+METRIC = re.compile(r"[A-Za-z0-9_\-\[\].]{1,200}")
 MISSING = "Missing date or version or metric. All three are required."
 
 
@@ -57,22 +61,27 @@ def kind_of(text: str) -> str:
 
 
 def channel_of(text: str) -> str:
-    if not _CHANNEL.fullmatch(text):
+    if not CHANNEL.fullmatch(text):
         raise not_found("A channel is a lower-case word.")
     return text
 
 
-def version_of(values: list[str]) -> int:
+def _one(key: str, values: list[str]) -> str:
+    """The value of a single-valued parameter (repeating the same value is harmless)."""
     if len(set(values)) != 1:
-        raise not_found("version takes one value.")
-    if not _VERSION.fullmatch(values[0]):
+        raise not_found(f"{key} takes one value.")
+    return values[0]
+
+
+def version_of(values: list[str]) -> int:
+    if not VERSION.fullmatch(_one("version", values)):
         raise not_found("A version is a number.")
     return int(values[0])
 
 
 def _date(text: str) -> date:
     try:
-        if not _DATE.fullmatch(text):
+        if not DATE.fullmatch(text):
             raise ValueError(text)
         return date(int(text[:4]), int(text[4:6]), int(text[6:]))  # strptime costs 20x more, per date
     except ValueError:
@@ -80,7 +89,7 @@ def _date(text: str) -> date:
 
 
 def _dates(values: list[str]) -> tuple[date, ...]:
-    texts = [t.strip() for value in values for t in value.split(",") if t.strip()]
+    texts = [t for value in values for t in value.split(",")]
     if len(texts) > MAX_DATES:
         raise not_found(f"At most {MAX_DATES} dates in one request.")
     return tuple(dict.fromkeys(_date(t) for t in texts))
@@ -102,28 +111,44 @@ def _children(values: list[str]) -> tuple[str, ...] | None:
 
 
 def _stats(values: list[str]) -> bool:
-    if any(v not in ("true", "false") for v in values):
+    if not values:
+        return False
+    if _one("stats", values) not in ("true", "false"):
         raise not_found("stats is true or false.")
-    return "true" in values
+    return values[0] == "true"
 
 
-def metric_query(kind: str, channel: str, query: MultiMapping[str], path: str) -> MetricQuery:
-    unknown = [key for key in query if key not in ALLOWED]
+def reject_unknown(query: MultiMapping[str], allowed: tuple[str, ...], path: str) -> None:
+    """405 for a parameter the route does not take, whose `Allow` header is the URL without it (the original's
+    hint), rather than silently answering something else than was asked."""
+    unknown = [key for key in query if key not in allowed]
     if unknown:
-        valid = urlencode([(k, v) for k, v in query.items() if k in ALLOWED])
+        valid = urlencode([(k, v) for k, v in query.items() if k in allowed])
         failure = error(
             web.HTTPMethodNotAllowed,
             "unknown_parameter",
-            f"Unknown parameter {unknown[0]!r}; allowed: {', '.join(ALLOWED)}.",
+            f"Unknown parameter {unknown[0][:40]!r}; allowed: {', '.join(allowed)}.",
             method="GET",
             allowed_methods=(),
         )
-        failure.headers["Allow"] = f"{path}?{valid}"  # the original's hint: the URL without the bad parameters
+        failure.headers["Allow"] = f"{path}?{valid}"
         raise failure
+
+
+def filters_query(query: MultiMapping[str], path: str) -> tuple[str, int]:
+    """The channel and version of a /filters/ request."""
+    reject_unknown(query, FILTERS_ALLOWED, path)
+    if not (query.get("channel") and query.get("version")):
+        raise not_found("channel and version are required.")
+    return channel_of(_one("channel", query.getall("channel"))), version_of(query.getall("version"))
+
+
+def metric_query(kind: str, channel: str, query: MultiMapping[str], path: str) -> MetricQuery:
+    reject_unknown(query, ALLOWED, path)
     if not all(query.get(k, "").strip() for k in ("version", "dates", "metric")):
         raise not_found(MISSING)
     metrics = query.getall("metric")
-    if len(set(metrics)) != 1 or not _METRIC.fullmatch(metrics[0]):
+    if len(set(metrics)) != 1 or not METRIC.fullmatch(metrics[0]):
         raise not_found("metric is one name of letters, digits and _-[].")
     labels = query.getall("label", [])
     filters = tuple(
@@ -132,8 +157,6 @@ def metric_query(kind: str, channel: str, query: MultiMapping[str], path: str) -
         if key in query
     )
     dates = _dates(query.getall("dates"))
-    if not dates:
-        raise not_found(MISSING)
     return MetricQuery(
         kind=kind,
         channel=channel,

@@ -7,7 +7,7 @@ from aiohttp import web
 from server.errors import not_found
 from server.histograms import USE_COUNTER, Cell, Layout, Row, dominant_layout, statistics, sum_cells, use_counter
 from server.keys import READER, SETTINGS
-from server.params import MetricQuery, channel_of, kind_of, metric_query, version_of
+from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query
 from server.policy import allow_metric, authed, listed_metrics, require_auth
 from server.queries import COUNT_PREFIX, Reader
 from server.respond import data_answer
@@ -43,10 +43,7 @@ async def dates(request: web.Request) -> web.Response:
 
 
 async def filters(request: web.Request) -> web.Response:
-    if not (request.query.get("channel") and request.query.get("version")):
-        raise not_found("channel and version are required.")
-    channel = channel_of(request.query["channel"])
-    version = version_of(request.query.getall("version"))
+    channel, version = filters_query(request.query, request.path)
     if channel == "release":
         await require_auth(request)
     is_authed = await authed(request)

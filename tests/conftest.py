@@ -1,5 +1,6 @@
 """Shared fixtures: a generated corpus, a LocalCluster, a separately started scheduler and workers, the corpus
-published in a database of the module's own, and the reference aggregation the API's answers are checked with."""
+published in a database of the module's own (and served on a socket), and the reference aggregation the API's
+answers are checked with."""
 
 import asyncio
 import contextlib
@@ -7,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -22,7 +24,9 @@ from aggregator.generate import GenerateSummary, generate_corpus
 from aggregator.job import run_job
 from aggregator.store import schema
 from aggregator.store.publish import publish_dates
+from server.app import create_app
 from server.config import ServerSettings
+from server.serving import start
 
 KINDS = ("build_id", "submission_date")
 FILTER_COLUMNS = {"application": 4, "architecture": 5, "os": 6, "osVersion": 7}  # positions in a record of `cells`
@@ -174,6 +178,24 @@ def database_url(scratch_database, snapshot, corpus) -> str:
 @pytest.fixture
 def empty_database_url(scratch_database) -> str:
     return scratch_database("ta_api_fresh")
+
+
+@pytest.fixture(scope="module")
+def served_url(database_url) -> Iterator[str]:
+    """The API on a socket, run by the production runner (server/serving.py) on its own loop in a thread, so
+    that blocking clients (raw sockets, schemathesis) can call it: its base URL."""
+    loop = asyncio.new_event_loop()
+    runner = loop.run_until_complete(start(create_app(settings_for(database_url)), "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, name="api", daemon=True)
+    thread.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
 
 
 # ---- the oracle: tests/reference.py's cells, summed the way the API is specified to ---------------------

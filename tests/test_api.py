@@ -227,7 +227,7 @@ async def test_stats_are_opt_in_monotonic_and_exact_means(client):
 async def test_missing_unknown_and_invalid_parameters(client):
     base = f"/aggregates_by/build_id/channels/{CHANNEL}/"
     missing = ("?version=146&metric=GC_MS", "?dates=20261101&metric=GC_MS", "?version=146&dates=20261101")
-    for query in ("", *missing, "?version=146&dates=,&metric=GC_MS"):
+    for query in ("", *missing, "?version=146&dates=&metric=GC_MS"):
         answer = await client.get(base + query)
         assert answer.status == 404
         assert (await answer.json())["description"] == "Missing date or version or metric. All three are required."
@@ -239,6 +239,9 @@ async def test_missing_unknown_and_invalid_parameters(client):
         "?version=1x&dates=20261101&metric=GC_MS",
         "?version=146&dates=2026110&metric=GC_MS",
         "?version=146&dates=20261340&metric=GC_MS",
+        "?version=146&dates=,&metric=GC_MS",  # every item of the list is a date: no blanks, no empty items
+        "?version=146&dates=20261101,&metric=GC_MS",
+        "?version=146&dates=20261101,%2020261102&metric=GC_MS",
         "?version=146&dates=20261101&metric=GC_MS;DROP",
         "?version=146&dates=20261101&metric=GC_MS&child=renderer",
         "?version=146&version=145&dates=20261101&metric=GC_MS",
