@@ -65,6 +65,8 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].gauge("api_pool_idle_connections", "Idle database connections.", pool.get_idle_size)
         yield
     finally:
+        if LEDGER in app:
+            await app[LEDGER].close()
         await pool.close()
 
 

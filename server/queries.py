@@ -6,6 +6,9 @@ per date. Histograms come back as `array_send` bytes, which numpy reads without 
 bucket (server/histograms.py sums them).
 """
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -93,16 +96,31 @@ class Reader:
     def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
+        self._turns = asyncio.Semaphore(pool.get_max_size())  # FIFO since Python 3.11
         self._layouts: dict[int, Layout] = {}
         self._descriptions: dict[str, str] | None = None
         self._count_metrics: set[str] | None = None
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the pool, first come, first served. asyncpg's pool wakes its oldest waiter when a
+        connection comes back, but a request arriving meanwhile may take it first, and the waiter passed over
+        queues again at the back: at 32 concurrent requests the slowest hundredth took 10x the median. A
+        semaphore of the pool's size, which never lets a newcomer pass a waiter, keeps the order."""
+        async with asyncio.timeout(self.acquire_timeout):
+            await self._turns.acquire()
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+                yield conn
+        finally:
+            self._turns.release()
+
     async def _fetch(self, sql: str, *args) -> list[asyncpg.Record]:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with self._connection() as conn:
             return await conn.fetch(sql, *args)
 
     async def _fetchval(self, sql: str, *args):
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with self._connection() as conn:
             return await conn.fetchval(sql, *args)
 
     async def generation(self) -> int:
@@ -141,7 +159,7 @@ class Reader:
         self._count_metrics = None
 
     async def freshness(self) -> tuple[list[Freshness], datetime | None]:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(FRESHNESS)
             last = await conn.fetchval(LAST_PUBLISH)
         return [Freshness(*r) for r in rows], last
