@@ -13,28 +13,16 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
-import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import asyncpg
-from distributed import Client, LocalCluster
+from load import CHANNELS, build_month, publish, run_load, start_server, summary, wait_for  # bench/load.py
 from report import machine, write_section  # bench/report.py, beside this file
 
-from aggregator.generate import generate_corpus
-from aggregator.job import JobConfig, run_job
-from aggregator.snapshot import list_dates
-from aggregator.store import schema
-from aggregator.store.publish import publish_dates
 from server import queries
 
-CHANNELS = ["nightly", "beta", "release"]
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEYED = "IPC_READ_MAIN_THREAD_LATENCY_MS"  # 50 labels
 METRIC = "GC_MS"
@@ -54,87 +42,12 @@ WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY
   AND os = ANY($6::text[]) AND architecture = ANY($7::text[]) AND process = ANY($8::text[])"""
 
 
-def build_month(workdir: Path, pings: int) -> tuple[str, list[str]]:
-    """The snapshot of a generated month (reused when the workdir already has it)."""
-    snapshot = workdir / f"snapshot-{pings}"
-    corpus = generate_corpus(str(workdir / f"month-{pings}"), pings=pings, days=30, seed=7, files_per_day=2)
-    if len(list_dates(str(snapshot))) != 60:
-        with (
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-            Client(cluster) as client,
-        ):
-            config = JobConfig(
-                inputs=[corpus.output],
-                snapshot=str(snapshot.resolve()),
-                dates=corpus.dates,
-                definitions=corpus.histograms_definitions,
-                scalar_definitions=corpus.scalars_definitions,
-                channels=CHANNELS,
-                progress=False,
-            )
-            run_job(config, client=client, say=lambda *_: None)
-    return str(snapshot.resolve()), corpus.dates
-
-
-async def publish(url: str, snapshot: str, dates: list[str]) -> float:
-    conn = await asyncpg.connect(url)
-    started = time.perf_counter()
-    try:
-        await schema.migrate(conn)
-        await publish_dates(conn, snapshot, dates, schema.KINDS, say=lambda *_: None)
-    finally:
-        await conn.close()
-    return time.perf_counter() - started
-
-
 async def admin(sql: str) -> None:
     conn = await asyncpg.connect(ADMIN_URL)
     try:
         await conn.execute(sql)
     finally:
         await conn.close()
-
-
-async def run_load(call: Callable[[], Awaitable[None]], clients: int, requests: int) -> tuple[list[float], float]:
-    """`requests` calls spread over `clients` concurrent loops; each call's latency, and the wall time."""
-    latencies: list[float] = []
-    remaining = requests
-
-    async def loop() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(clients)))
-    return latencies, time.perf_counter() - started
-
-
-def summary(latencies: list[float], wall: float) -> tuple[float, float, float]:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered) * 1000, p99 * 1000, len(ordered) / wall
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_for(base: str, session: aiohttp.ClientSession) -> None:
-    for _ in range(200):
-        try:
-            async with session.get(f"{base}/__lbheartbeat__") as answer:
-                if answer.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("the server did not start")
 
 
 async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
@@ -178,22 +91,10 @@ async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
     ]
 
 
-def start_server(url: str, cache_entries: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = os.environ | {"DATABASE_URL": url, "DATABASE_RO_URL": url, "API_CACHE_ENTRIES": str(cache_entries)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return server, f"http://127.0.0.1:{port}"
-
-
 async def measure(url: str, requests: int) -> list[str]:
     """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
     response cache on, which is what repeated dashboard requests get."""
-    servers = {entries: start_server(url, entries) for entries in (0, 1000)}
+    servers = {entries: start_server(url, {"API_CACHE_ENTRIES": str(entries)}) for entries in (0, 1000)}
     rows = []
     try:
         connector = aiohttp.TCPConnector(limit=64)
