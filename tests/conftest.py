@@ -15,6 +15,7 @@ from distributed import Client, LocalCluster
 
 from aggregator.generate import GenerateSummary, generate_corpus
 from aggregator.job import run_job
+from tests.postgres import PrivatePostgres
 
 DASK = str(Path(sys.executable).with_name("dask"))  # the `dask` command an operator runs
 # Where tests create their own databases (scripts/ensure-postgres.sh starts a server there).
@@ -114,3 +115,14 @@ def scratch_database() -> Iterator[Callable[[str], str]]:
     yield make
     for name in made:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A Postgres server of the tests' own, for the tests that stop, crash and restart it; removed at the end."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

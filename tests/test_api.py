@@ -4,6 +4,7 @@ published by the store, served by the app; answers compared with the reference a
 import asyncio
 import gzip
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import replace
 
 import asyncpg
@@ -16,6 +17,7 @@ from aggregator.store.publish import publish_dates
 from server.app import create_app
 from server.config import ServerSettings
 from server.params import ALLOWED
+from tests.reference import Reference
 from tests.test_job import reference
 
 pytestmark = pytest.mark.asyncio
@@ -55,13 +57,12 @@ async def client(aiohttp_client, database_url):
 # ---- the oracle: tests/reference.py's cells, summed the way the API is specified to ---------------------
 
 
-@pytest.fixture(scope="module")
-def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
+def reference_cells(references: Iterable[Reference]) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
     """Reference cells by kind and (channel, version, metric): records of (channel, version, date, label,
     application, architecture, os, os_version, process, layout, cell); the API's date is the build date
     for build_id aggregates and the submission date otherwise."""
     out: dict[str, dict] = {kind: defaultdict(list) for kind in KINDS}
-    for ref in reference(corpus.output, True).values():
+    for ref in references:
         for key, cell in ref.build_id.items():
             _, channel, version, build, app, arch, os_, os_version, metric, label, process, layout = key
             record = (channel, version, build, label, app, arch, os_, os_version, process, layout, cell)
@@ -71,6 +72,24 @@ def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
             record = (channel, version, day, label, app, arch, os_, os_version, process, layout, cell)
             out["submission_date"][(channel, version, metric)].append(record)
     return out
+
+
+@pytest.fixture(scope="module")
+def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
+    return reference_cells(reference(corpus.output, True).values())
+
+
+def listed_dates(cells, kind: str) -> set[tuple[str, str]]:
+    """The (version, date) pairs the dates route lists for CHANNEL."""
+    return {(v, r[2]) for (c, v, _), records in cells[kind].items() if c == CHANNEL for r in records}
+
+
+def metric_params(dates: list[str], metric: str, filters: dict, processes=None, labels=None) -> list[tuple[str, str]]:
+    """The query of a metric request for VERSION: a repeated key for each value of a filter."""
+    params = [("version", VERSION), ("dates", ",".join(dates)), ("metric", metric)]
+    params += [(k, v) for k, values in filters.items() for v in sorted(values)]
+    params += [("child", p) for p in sorted(processes or ())]
+    return params + [("label", label) for label in sorted(labels or ())]
 
 
 def summed(records: list[tuple], filters: dict[str, set[str]], processes=None, labels=None) -> dict:
@@ -155,8 +174,7 @@ async def test_channels_and_dates_are_the_published_ones(client, cells):
         assert answer.status == 200
         assert await answer.json() == sorted({c for c, _, _ in cells[kind]} - {"release"})
         dates = await (await client.get(f"/aggregates_by/{kind}/channels/{CHANNEL}/dates/")).json()
-        want = {(v, r[2]) for (c, v, _), records in cells[kind].items() if c == CHANNEL for r in records}
-        assert {(d["version"], d["date"]) for d in dates} == want
+        assert {(d["version"], d["date"]) for d in dates} == listed_dates(cells, kind)
         assert [d["date"] for d in dates] == sorted((d["date"] for d in dates), reverse=True)  # newest first
     assert await (await client.get("/aggregates_by/build_id/channels/esr/dates/")).json() == []
 
@@ -236,10 +254,7 @@ async def test_filtered_metric_matches_the_reference(client, cells, metric, filt
     """Filters read the full table: given dimensions must match (a repeated key is OR), the rest are summed."""
     for kind in KINDS:
         dates = await dates_of(client, kind)
-        params = [("version", VERSION), ("dates", ",".join(dates)), ("metric", metric)]
-        params += [(k, v) for k, values in filters.items() for v in sorted(values)]
-        params += [("child", p) for p in sorted(processes or ())]
-        params += [("label", label) for label in sorted(labels or ())]
+        params = metric_params(dates, metric, filters, processes, labels)
         response = await client.get(f"/aggregates_by/{kind}/channels/{CHANNEL}/", params=params)
         want = expected(cells, kind, metric, dates, filters, processes, labels)
         assert want is not None and len(want["data"]) > 0, (metric, kind)
