@@ -126,3 +126,11 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a test's random draws: printed, and replayed with RELIABILITY_SEED=<seed>."""
+    value = int(os.environ.get("RELIABILITY_SEED") or secrets.randbelow(2**32))
+    print(f"seed {value} (replay: RELIABILITY_SEED={value})")
+    return value

@@ -14,15 +14,13 @@ its connection ended from the server side (`pg_terminate_backend`), or Postgres 
 - nothing of the interrupted publish remains (no ledger row, staging table or advisory lock), a publisher that
   survives the fault exits with one clear line, and the next publish of B completes and is served.
 
-The moments are drawn from a seeded generator; the seed is printed and `FAULT_SEED=<seed>` replays the same
+The moments are drawn from a seeded generator; the seed is printed and `RELIABILITY_SEED=<seed>` replays the same
 draws (the publish's own timing still varies a little). The short variants run in the normal suite, the long
 ones under `make reliability` (docs/reliability.md).
 """
 
 import asyncio
-import os
 import random
-import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -54,10 +52,6 @@ PROBES = [
     *FILTERED_PROBES,
 ]
 SERVED = "SELECT c.kind, p.digest FROM contributions c JOIN publishes p ON p.id = c.publish_id"
-
-
-def fault_seed() -> int:
-    return int(os.environ.get("FAULT_SEED") or secrets.randbelow(2**32))
 
 
 @pytest.fixture(scope="module")
@@ -254,10 +248,8 @@ def assert_clean_exit(code: int, err: str, fault: str) -> None:
         pytest.param("restart", 10, marks=pytest.mark.reliability),
     ],
 )
-def test_a_fault_at_a_random_moment_leaves_the_day_served_whole(day, private_postgres, fault, runs):
-    seed = fault_seed()
+def test_a_fault_at_a_random_moment_leaves_the_day_served_whole(day, private_postgres, seed, fault, runs):
     draw = random.Random(seed)
-    print(f"{fault} x{runs}: seed {seed} (replay: FAULT_SEED={seed})")
     command = ["publish", "--snapshot", day.snapshots["B"], "--date", day.date]
     env = {"DATABASE_URL": f"{day.url}?application_name={PUBLISHER}"}
     duration = timed_publish(command, env)  # faults are drawn within a whole publish of B
