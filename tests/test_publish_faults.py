@@ -5,10 +5,11 @@ data) is published by `aggregator publish` in a process that is hit at a random 
 its connection ended from the server side (`pg_terminate_backend`), or Postgres restarted under it
 (`pg_ctl restart -m immediate`). After each fault:
 
-- each kind of the day is served whole, by the store and by the API (`python -m server`, a real process on the
-  same database): A's data, or B's where B's transaction for that kind had committed before the fault. A
-  (kind, date) is published in one transaction, so a fault between the two kinds' commits leaves build_id at B
-  and submission_date at A: both are whole contributions, and the ledger says which is served;
+- each kind of the day is served whole, by the store (its rows are exactly one run's) and by the API
+  (`python -m server`, a real process on the same database): A's data, or B's where B's transaction for that
+  kind had committed before the fault. A (kind, date) is published in one transaction, so a fault between the
+  two kinds' commits leaves build_id at B and submission_date at A: both are whole contributions, and the
+  ledger says which is served;
 - the API's answers equal the plain-Python reference aggregation of that corpus (tests/reference.py), never
   values the store or the API gave earlier;
 - nothing of the interrupted publish remains (no ledger row, staging table or advisory lock), a publisher that
@@ -40,7 +41,14 @@ from tests.publisher import Publisher
 from tests.test_api import CHANNEL, KINDS, VERSION, assert_same, expected, listed_dates, metric_params, reference_cells
 from tests.test_api import FILTERED as FILTERED_PROBES
 from tests.test_job import config, reference
-from tests.test_store import assert_no_leftovers, call, fetch, wait_for_backends_to_leave
+from tests.test_store import (
+    assert_no_leftovers,
+    call,
+    fetch,
+    snapshot_cells,
+    stored_cells,
+    wait_for_backends_to_leave,
+)
 
 PUBLISHER = "ta-faulted-publisher"  # the publisher's application_name, how its backend is found
 # What each check asks the API for, besides the listings: unfiltered answers from the rollup, filtered ones from
@@ -92,6 +100,7 @@ class Day:
     date: str
     snapshots: dict[str, str]  # run name (A, B): snapshot
     digests: dict[str, dict[str, str]]  # run name: kind: the run's digest
+    rows: dict[str, dict[str, dict]]  # run name: kind: the run's cells as the store must hold them
     answers: dict[str, dict[str, Answers]]  # run name: kind: what the API answers
 
 
@@ -118,7 +127,8 @@ def day(private_postgres: PrivatePostgres, snapshot, corpus, rerun, tmp_path) ->
     try:
         asyncio.run(started(api))
         digests = {run: {k: read_attrs(path, k, date)["digest"] for k in KINDS} for run, path in snapshots.items()}
-        yield Day(url, api, date, snapshots, digests, wanted)
+        rows = {run: {k: snapshot_cells(path, k, date) for k in KINDS} for run, path in snapshots.items()}
+        yield Day(url, api, date, snapshots, digests, rows, wanted)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -204,6 +214,8 @@ def assert_whole_after_fault(day: Day, before: int) -> dict[str, str]:
     runs = served(day)
     ledger = fetch(day.url, "SELECT kind, action FROM publishes WHERE id > $1", before)
     assert sorted(tuple(r) for r in ledger) == sorted((k, "published") for k, run in runs.items() if run == "B")
+    for kind, run in runs.items():  # every row of the leaf is the run's, none missing, none of the other
+        assert stored_cells(day.url, kind, day.date) == day.rows[run][kind], (kind, run)
     assert_api_serves(day, runs)
     return runs
 
