@@ -486,8 +486,8 @@ def test_publish_whose_connection_drops_mid_copy_leaves_the_old_data_served(fres
     copying = asyncio.Event()
     chunks_of, sent_after = publish._chunks, []
 
-    async def interrupted(stream):
-        chunks = chunks_of(stream)
+    async def interrupted(conn, stream):
+        chunks = chunks_of(conn, stream)
         for _ in range(2):
             yield await anext(chunks)
         copying.set()

@@ -125,7 +125,9 @@ async def _publish_or_explain(
     no retry here: the database may be gone for long, and publishing again later is safe and cheap."""
     try:
         return await publish_run(conn, snapshot, kind, date_text, force)
-    except CONNECTION_LOST as error:
+    except (*CONNECTION_LOST, asyncpg.InternalClientError) as error:
+        if not isinstance(error, CONNECTION_LOST) and not await _closing(conn):
+            raise
         cause = error  # the first sign of the loss, not the failed rollback that followed it
         while isinstance(cause.__context__, CONNECTION_LOST):
             cause = cause.__context__
@@ -135,6 +137,16 @@ async def _publish_or_explain(
             "as before, unless the loss came at its very commit. Publish again once the database answers (runs "
             "already served are skipped)."
         ) from error
+
+
+async def _closing(conn: asyncpg.Connection, seconds: float = 1) -> bool:
+    """Whether the connection is found closed within `seconds`. A server's last message (a terminated backend,
+    a shutdown) that arrives between two queries puts asyncpg in an error state that the next query reports as an
+    InternalClientError, a moment before the socket's end is seen."""
+    deadline = time.monotonic() + seconds
+    while not conn.is_closed() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return conn.is_closed()
 
 
 async def _publish(
@@ -232,16 +244,19 @@ async def _stage(
     """A staging table of the leaf or rollup, filled by binary COPY; returns its name."""
     stage = await schema.create_stage(conn, table, contribution.kind, contribution.day)
     columns = LEAF_COLUMNS if table == "aggregates" else ROLLUP_COLUMNS
-    source = _chunks(contribution.copy_stream(rows, layout_ids))
+    source = _chunks(conn, contribution.copy_stream(rows, layout_ids))
     await _unless_lost(conn, conn.copy_to_table(stage, source=source, columns=columns, format="binary"))
     return stage
 
 
-async def _chunks(stream: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """The COPY's data a batch at a time, letting the event loop run between batches: that is when a lost
-    connection is noticed (`_unless_lost`), instead of after the whole day was encoded into a dead socket."""
+async def _chunks(conn: asyncpg.Connection, stream: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The COPY's data a batch at a time, stopped as soon as the connection is lost: asyncpg does not look, and
+    would encode the rest of the day into the dead socket. The event loop runs between batches, which is when a
+    closed socket is noticed."""
     for chunk in stream:
         await asyncio.sleep(0)
+        if conn.is_closed():
+            raise asyncpg.ConnectionDoesNotExistError("the connection was lost during a COPY")
         yield chunk
 
 
