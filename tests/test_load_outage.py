@@ -10,7 +10,7 @@ crashed (`pg_ctl stop -m immediate`) and started again after a while. Checked:
   dates and filters); during it, only JSON 503s for what needs the database; never a 500, never a request
   lasting longer than the statement timeout allows;
 - after Postgres is back, the same server process recovers by itself within a few seconds, and every later
-  request succeeds;
+  request succeeds; the crash lost nothing that was published;
 - its memory (RSS, sampled) stays under a bound and stops growing once the response cache is full.
 
 The route draws are seeded (the seed is printed; RELIABILITY_SEED=<seed> replays them). Figures from the long
@@ -29,6 +29,7 @@ import orjson
 import pytest
 
 from bench.load import build_month, publish, run_load, start_server, summary, wait_for
+from tests.test_store import fetch
 
 CLIENTS = 64
 STATEMENT_TIMEOUT = 5.0  # seconds: the server's default (API_STATEMENT_TIMEOUT_MS)
@@ -36,6 +37,8 @@ LEDGER_POLL = 1.0  # seconds: the server's default (API_LEDGER_POLL_SECONDS); a 
 RECOVERY = 3.0  # seconds after Postgres accepts connections again, by which every request succeeds
 RSS_BOUND = 400 * 2**20  # bytes
 NEEDS_NO_DATABASE = ("/status", "/__lbheartbeat__")
+STORED = """SELECT (SELECT count(*) FROM contributions) AS contributions, (SELECT max(id) FROM publishes) AS ledger,
+                   (SELECT count(*) FROM aggregates) AS rows, (SELECT count(*) FROM aggregates_all) AS rollup_rows"""
 
 
 @dataclass
@@ -161,6 +164,8 @@ def test_load_and_a_postgres_outage(private_postgres, local_client, tmp_path, se
     snapshot, dates = build_month(tmp_path, pings, days, client=local_client)
     url = private_postgres.create_database("ta_load")
     asyncio.run(publish(url, snapshot, dates))
+    stored = fetch(url, STORED)
+    assert stored[0]["contributions"] == 2 * days
     log = tmp_path / "server.log"
     with log.open("w") as output:
         server, base = start_server(url, {}, output)
@@ -174,6 +179,7 @@ def test_load_and_a_postgres_outage(private_postgres, local_client, tmp_path, se
         server.terminate()
         assert server.wait(timeout=30) == 0  # and still stops gracefully
     report(requests, samples, down, seconds)
+    assert fetch(url, STORED) == stored  # the crash lost nothing that was published
     text = log.read_text()
     assert "unhandled error" not in text  # what a 500 logs
     assert text.count("database unavailable") <= seconds / 10 + 1  # a warning every 10 s, not one per request
