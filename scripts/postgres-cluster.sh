@@ -6,6 +6,7 @@
 #   postgres-cluster.sh start DIR HOST PORT [OPT...]  start it on HOST:PORT; OPTs go to postgres (-c name=value)
 #   postgres-cluster.sh stop DIR [MODE]               smart | fast (default) | immediate (as a crash)
 #   postgres-cluster.sh restart DIR [MODE]            stop with MODE, start with the same options
+#   postgres-cluster.sh status DIR                    exit code 0 when it runs
 #
 # Postgres refuses to run as root: as root, the binaries run as the postgres user, who is given DIR.
 # PG_BINDIR overrides the server binaries (default: the newest /usr/lib/postgresql/*/bin).
@@ -16,7 +17,7 @@ if [ -z "$bindir" ]; then
   exit 1
 fi
 run() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-action=${1:?usage: postgres-cluster.sh init|start|stop|restart DIR ...}
+action=${1:?usage: postgres-cluster.sh init|start|stop|restart|status DIR ...}
 data=${2:?the cluster folder}
 case "$action" in
   init)
@@ -29,6 +30,9 @@ case "$action" in
     host=${3:?host} port=${4:?port}
     shift 4
     run "$bindir/pg_ctl" -D "$data" -o "-h $host -p $port $*" -l "$data/server.log" -w -t 60 start >/dev/null
+    ;;
+  status)
+    run "$bindir/pg_ctl" -D "$data" status >/dev/null
     ;;
   stop | restart)
     run "$bindir/pg_ctl" -D "$data" -m "${3:-fast}" -l "$data/server.log" -w -t 60 "$action" >/dev/null

@@ -118,14 +118,21 @@ def scratch_database() -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture(scope="session")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A Postgres server of the tests' own, for the tests that stop, crash and restart it; removed at the end."""
+def private_cluster() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres()
     try:
-        server.start()
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+def private_postgres(private_cluster: PrivatePostgres) -> PrivatePostgres:
+    """A Postgres server of the tests' own, for the tests that stop, crash and restart it (running when a test
+    begins, whatever the one before did to it); removed when the session ends."""
+    if not private_cluster.running():
+        private_cluster.start()
+    return private_cluster
 
 
 @pytest.fixture

@@ -22,16 +22,19 @@ OPTIONS = ("-c fsync=off", "-c full_page_writes=off", "-c max_connections=200")
 
 
 class PrivatePostgres:
-    """initdb'd on creation; `start`, `stop` (`mode="immediate"` is a crash), `restart`, `remove`."""
+    """initdb'd on creation; `start`, `stop` (`mode="immediate"` is a crash), `restart`, `running`, `remove`."""
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ta-postgres-"))  # short: the socket's path has a length limit
         self.data = self.folder / "data"
         self.port = free_port()
-        self.running = False
-        if os.geteuid() == 0:
-            shutil.chown(self.folder, "postgres")
-        self._cluster("init", self.data)
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.folder, "postgres")
+            self._cluster("init", self.data)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
     def _cluster(self, *args) -> None:
         done = subprocess.run([str(CLUSTER), *map(str, args)], capture_output=True, text=True, timeout=120)
@@ -45,17 +48,17 @@ class PrivatePostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@{HOST}:{self.port}/{database}"
 
+    def running(self) -> bool:
+        return subprocess.run([str(CLUSTER), "status", str(self.data)], capture_output=True).returncode == 0
+
     def start(self) -> None:
         self._cluster("start", self.data, HOST, self.port, "-k", self.folder, *OPTIONS)
-        self.running = True
 
     def stop(self, mode: str = "fast") -> None:
-        self.running = False
         self._cluster("stop", self.data, mode)
 
     def restart(self, mode: str = "fast") -> None:
         self._cluster("restart", self.data, mode)
-        self.running = True
 
     def create_database(self, prefix: str) -> str:
         """A new database `<prefix>_<random>`; its URL."""
@@ -72,6 +75,6 @@ class PrivatePostgres:
         return self.url(name)
 
     def remove(self) -> None:
-        if self.running:
+        if self.running():
             self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
