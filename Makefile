@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo screenshots bench bench-publish lint format clean up down stack
+.PHONY: install test reliability demo screenshots bench bench-publish lint format clean up down stack
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/pytest
+
+# The long fault-injection and load runs (docs/reliability.md); `make test` runs their short variants.
+reliability: install
+	$(BIN)/pytest -m reliability -rA
 
 demo: install
 	$(BIN)/aggregator demo

@@ -10,31 +10,19 @@ generator and the bare SQL run in this process. Server, Postgres and load share 
 """
 
 import argparse
-import asyncio
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import uvloop
-from distributed import Client, LocalCluster
-from load import HttpClient, run_load, summary  # bench/load.py and bench/report.py, beside this file
-from report import machine, write_section
+from load import CHANNELS, HttpClient, build_month, publish, run_load, start_server, summary, wait_for
+from report import machine, write_section  # bench/load.py and bench/report.py, beside this file
 
-from aggregator.generate import generate_corpus
-from aggregator.job import JobConfig, run_job
-from aggregator.snapshot import list_dates
-from aggregator.store import schema
-from aggregator.store.publish import publish_dates
 from server import queries
 from server.app import keep_session
 
-CHANNELS = ["nightly", "beta", "release"]
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEYED = "IPC_READ_MAIN_THREAD_LATENCY_MS"  # 50 labels
 METRIC = "GC_MS"
@@ -54,62 +42,12 @@ WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY
   AND os = ANY($6::text[]) AND architecture = ANY($7::text[]) AND process = ANY($8::text[])"""
 
 
-def build_month(workdir: Path, pings: int) -> tuple[str, list[str]]:
-    """The snapshot of a generated month (reused when the workdir already has it)."""
-    snapshot = workdir / f"snapshot-{pings}"
-    corpus = generate_corpus(str(workdir / f"month-{pings}"), pings=pings, days=30, seed=7, files_per_day=2)
-    if len(list_dates(str(snapshot))) != 60:
-        with (
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
-            Client(cluster) as client,
-        ):
-            config = JobConfig(
-                inputs=[corpus.output],
-                snapshot=str(snapshot.resolve()),
-                dates=corpus.dates,
-                definitions=corpus.histograms_definitions,
-                scalar_definitions=corpus.scalars_definitions,
-                channels=CHANNELS,
-                progress=False,
-            )
-            run_job(config, client=client, say=lambda *_: None)
-    return str(snapshot.resolve()), corpus.dates
-
-
-async def publish(url: str, snapshot: str, dates: list[str]) -> float:
-    conn = await asyncpg.connect(url)
-    started = time.perf_counter()
-    try:
-        await schema.migrate(conn)
-        await publish_dates(conn, snapshot, dates, schema.KINDS, say=lambda *_: None)
-    finally:
-        await conn.close()
-    return time.perf_counter() - started
-
-
 async def admin(sql: str) -> None:
     conn = await asyncpg.connect(ADMIN_URL)
     try:
         await conn.execute(sql)
     finally:
         await conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_for(client: HttpClient) -> None:
-    for _ in range(200):
-        try:
-            if (await client.get("/__lbheartbeat__"))[0] == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("the server did not start")
 
 
 async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
@@ -153,22 +91,10 @@ async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
     ]
 
 
-def start_server(url: str, cache_entries: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = os.environ | {"DATABASE_URL": url, "DATABASE_RO_URL": url, "API_CACHE_ENTRIES": str(cache_entries)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return server, f"http://127.0.0.1:{port}"
-
-
 async def measure(url: str, requests: int) -> list[str]:
     """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
     response cache on, which is what repeated dashboard requests get."""
-    servers = {entries: start_server(url, entries) for entries in (0, 1000)}
+    servers = {entries: start_server(url, {"API_CACHE_ENTRIES": str(entries)}) for entries in (0, 1000)}
     http = {entries: HttpClient(base) for entries, (_, base) in servers.items()}
     rows = []
     try:
@@ -179,8 +105,8 @@ async def measure(url: str, requests: int) -> list[str]:
             reset=keep_session,
             server_settings={"plan_cache_mode": "force_generic_plan"},
         ) as pool:
-            for client in http.values():
-                await wait_for(client)
+            for _, base in servers.values():
+                await wait_for(base)
             runs = [(name, http[0], path, sql, args) for name, path, sql, args in await scenarios(pool)]
             name, _, path, sql, args = runs[3]
             runs.append((f"{name}, response cache on", http[1000], path, sql, args))

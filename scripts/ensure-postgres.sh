@@ -11,19 +11,10 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   for _ in $(seq 20); do ready && exit 0; sleep 0.5; done
 fi
-bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
-if [ -z "$bindir" ]; then
-  echo "ensure-postgres: no PostgreSQL server binaries found; install the 'postgresql' package" >&2
-  exit 1
-fi
 data=${PGDATA_DIR:-$PWD/.pgdata}
-run() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ ! -s "$data/PG_VERSION" ]; then
-  mkdir -p "$data"
-  [ "$(id -u)" = 0 ] && chown postgres "$data"
-  run "$bindir/initdb" -D "$data" -A trust -U postgres >/dev/null
-fi
-run "$bindir/pg_ctl" -D "$data" -o "-h $host -p $port -k /tmp" -l "$data/server.log" -w start
+cluster="$(dirname "$0")/postgres-cluster.sh"
+"$cluster" init "$data"
+"$cluster" start "$data" "$host" "$port" -k /tmp
 for db in test; do
   psql -h "$host" -p "$port" -U postgres -tAc "select 1 from pg_database where datname='$db'" | grep -q 1 \
     || psql -h "$host" -p "$port" -U postgres -c "create database $db" >/dev/null

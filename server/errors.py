@@ -4,13 +4,13 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from aggregator.store.connect import CONNECTION_LOST
+
 # What "the database cannot answer now" looks like: refused or lost connections, a server shutting down or
 # starting up, too many connections, a pool wait or statement timeout. All of them are a 503, and pass.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
+    *CONNECTION_LOST,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )

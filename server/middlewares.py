@@ -22,6 +22,28 @@ HTTPS_EXEMPT = ("/status", "/__version__", "/__heartbeat__", "/__lbheartbeat__")
 RETRY_AFTER = "5"
 
 
+class OutageLog:
+    """One warning per `seconds` while the database is unavailable, with the count of failures since the last:
+    a line per failed request would be thousands of lines a minute under load (the metric counts each)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._next = -float("inf")
+        self._held = 0
+
+    def warning(self, failure: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        since = f" ({self._held} more since the last warning)" if self._held else ""
+        log.warning("database unavailable: %r%s", failure, since)
+        self._next, self._held = now + self.seconds, 0
+
+
+_outage_log = OutageLog(seconds=10)
+
+
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
@@ -71,7 +93,7 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except asyncpg.QueryCanceledError:
         return _unavailable(request, "query_timeout", "The query took too long; try again, or ask for fewer dates.")
     except DATABASE_ERRORS as failure:
-        log.warning("database unavailable: %r", failure)
+        _outage_log.warning(failure)
         return _unavailable(request, "database_unavailable", "The database is not answering; try again shortly.")
     except Exception:
         log.exception("unhandled error on %s", request.path_qs)

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from aggregator.store.publish import publish_dates
 from server.app import create_app
 from server.config import ServerSettings
 from server.serving import start
+from tests.postgres import PrivatePostgres
+from tests.reference import Reference
 
 KINDS = ("build_id", "submission_date")
 FILTER_COLUMNS = {"application": 4, "architecture": 5, "os": 6, "osVersion": 7}  # positions in a record of `cells`
@@ -201,15 +203,12 @@ def served_url(database_url) -> Iterator[str]:
 # ---- the oracle: tests/reference.py's cells, summed the way the API is specified to ---------------------
 
 
-@pytest.fixture(scope="session")
-def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
+def reference_cells(references: Iterable[Reference]) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
     """Reference cells by kind and (channel, version, metric): records of (channel, version, date, label,
     application, architecture, os, os_version, process, layout, cell); the API's date is the build date
     for build_id aggregates and the submission date otherwise."""
-    from tests.test_job import reference  # the plain-Python reference run over a corpus
-
     out: dict[str, dict] = {kind: defaultdict(list) for kind in KINDS}
-    for ref in reference(corpus.output, True).values():
+    for ref in references:
         for key, cell in ref.build_id.items():
             _, channel, version, build, app, arch, os_, os_version, metric, label, process, layout = key
             record = (channel, version, build, label, app, arch, os_, os_version, process, layout, cell)
@@ -219,6 +218,14 @@ def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
             record = (channel, version, day, label, app, arch, os_, os_version, process, layout, cell)
             out["submission_date"][(channel, version, metric)].append(record)
     return out
+
+
+@pytest.fixture(scope="session")
+def cells(corpus) -> dict[str, dict[tuple[str, str, str], list[tuple]]]:
+    """The reference cells of the test corpus (see reference_cells)."""
+    from tests.test_job import reference  # the plain-Python reference run over a corpus
+
+    return reference_cells(reference(corpus.output, True).values())
 
 
 def summed(records: list[tuple], filters: dict[str, set[str]], processes=None, labels=None) -> dict:
@@ -235,3 +242,32 @@ def summed(records: list[tuple], filters: dict[str, set[str]], processes=None, l
         entry[2] += cell[3]
         entry[3] += cell[4]
     return total
+
+
+# ---- a Postgres server of the tests' own, for the tests that stop and restart it ---------------------------
+
+
+@pytest.fixture(scope="session")
+def private_cluster() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def private_postgres(private_cluster: PrivatePostgres) -> PrivatePostgres:
+    """A Postgres server of the tests' own, for the tests that stop, crash and restart it (running when a test
+    begins, whatever the one before did to it); removed when the session ends."""
+    if not private_cluster.running():
+        private_cluster.start()
+    return private_cluster
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a test's random draws: printed, and replayed with RELIABILITY_SEED=<seed>."""
+    value = int(os.environ.get("RELIABILITY_SEED") or secrets.randbelow(2**32))
+    print(f"seed {value} (replay: RELIABILITY_SEED={value})")
+    return value

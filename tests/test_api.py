@@ -23,6 +23,19 @@ async def client(aiohttp_client, database_url):
     return await aiohttp_client(create_app(settings_for(database_url)))
 
 
+def listed_dates(cells, kind: str) -> set[tuple[str, str]]:
+    """The (version, date) pairs the dates route lists for CHANNEL."""
+    return {(v, r[2]) for (c, v, _), records in cells[kind].items() if c == CHANNEL for r in records}
+
+
+def metric_params(dates: list[str], metric: str, filters: dict, processes=None, labels=None) -> list[tuple[str, str]]:
+    """The query of a metric request for VERSION: a repeated key for each value of a filter."""
+    params = [("version", VERSION), ("dates", ",".join(dates)), ("metric", metric)]
+    params += [(k, v) for k, values in filters.items() for v in sorted(values)]
+    params += [("child", p) for p in sorted(processes or ())]
+    return params + [("label", label) for label in sorted(labels or ())]
+
+
 def expected(cells, kind, metric, dates, filters=None, processes=None, labels=None) -> dict:
     """The answer the API must give (buckets, kind, data), or None where it must say 404."""
     filters = filters or {}
@@ -89,8 +102,7 @@ async def test_channels_and_dates_are_the_published_ones(client, cells):
         assert answer.status == 200
         assert await answer.json() == sorted({c for c, _, _ in cells[kind]} - {"release"})
         dates = await (await client.get(f"/aggregates_by/{kind}/channels/{CHANNEL}/dates/")).json()
-        want = {(v, r[2]) for (c, v, _), records in cells[kind].items() if c == CHANNEL for r in records}
-        assert {(d["version"], d["date"]) for d in dates} == want
+        assert {(d["version"], d["date"]) for d in dates} == listed_dates(cells, kind)
         assert [d["date"] for d in dates] == sorted((d["date"] for d in dates), reverse=True)  # newest first
     assert await (await client.get("/aggregates_by/build_id/channels/esr/dates/")).json() == []
 
@@ -170,10 +182,7 @@ async def test_filtered_metric_matches_the_reference(client, cells, metric, filt
     """Filters read the full table: given dimensions must match (a repeated key is OR), the rest are summed."""
     for kind in KINDS:
         dates = await dates_of(client, kind)
-        params = [("version", VERSION), ("dates", ",".join(dates)), ("metric", metric)]
-        params += [(k, v) for k, values in filters.items() for v in sorted(values)]
-        params += [("child", p) for p in sorted(processes or ())]
-        params += [("label", label) for label in sorted(labels or ())]
+        params = metric_params(dates, metric, filters, processes, labels)
         response = await client.get(f"/aggregates_by/{kind}/channels/{CHANNEL}/", params=params)
         want = expected(cells, kind, metric, dates, filters, processes, labels)
         assert want is not None and len(want["data"]) > 0, (metric, kind)

@@ -4,7 +4,6 @@ a SIGTERM while serving; and its entry points (`python -m server`, `aggregator s
 import asyncio
 import os
 import signal
-import socket
 import sys
 from contextlib import suppress
 
@@ -13,6 +12,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from aggregator.store.schema import SchemaError
+from bench.load import free_port
 from server.app import create_app
 from server.keys import POOL, READER
 from tests.conftest import settings_for
@@ -131,12 +131,6 @@ async def test_force_https_redirects_as_the_original(aiohttp_client, database_ur
     assert (await client.get("/__heartbeat__", allow_redirects=False)).status == 200
     proxied = await client.get("/aggregates_by/build_id/channels/", headers={"X-Forwarded-Proto": "https"})
     assert proxied.status == 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("command", [["-m", "server"], ["-m", "aggregator", "serve"]])

@@ -35,6 +35,7 @@ from aggregator.store.locks import day_lock
 from aggregator.store.publish import publish_dates, publish_run
 from aggregator.store.publish import rebuild as rebuild_store
 from aggregator.store.trim import trim
+from tests.publisher import Publisher
 from tests.test_job import assert_matches_reference, config, reference
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -465,30 +466,6 @@ def test_run_publishes_when_a_database_is_configured(fresh, corpus, tmp_path):
 
 # ---- failures and concurrency -------------------------------------------------------------------------------
 
-_KILLED_MID_COPY = """
-import asyncio, pathlib, sys, time
-import asyncpg
-from aggregator.store import encode, publish
-
-dsn, snapshot, date, marker = sys.argv[1:]
-stream = encode._stream
-
-def paused(*args):
-    chunks = stream(*args)
-    yield next(chunks)
-    yield next(chunks)
-    pathlib.Path(marker).touch()
-    time.sleep(600)  # SIGKILLed here, in the middle of the COPY
-
-encode._stream = paused
-
-async def main():
-    conn = await asyncpg.connect(dsn)
-    await publish.publish_run(conn, snapshot, "build_id", date, force=True)
-
-asyncio.run(main())
-"""
-
 
 def served(dsn: str) -> list[tuple]:
     """The ledger and what it serves: any publish, even a failed one that left a trace, changes this."""
@@ -500,15 +477,22 @@ def assert_intact(dsn: str, snapshot: str, date_text: str, before: list[tuple]) 
     assert served(dsn) == before
     for kind in KINDS:
         assert stored_cells(dsn, kind, date_text) == snapshot_cells(snapshot, kind, date_text)
+    assert_no_leftovers(dsn)
+
+
+def assert_no_leftovers(dsn: str) -> None:
+    """No staging table, no advisory lock: nothing of an interrupted publish remains."""
     assert fetch(dsn, "SELECT relname FROM pg_class WHERE relname LIKE 'stage%'") == []
     here = "(SELECT oid FROM pg_database WHERE datname = current_database())"
     assert fetch(dsn, f"SELECT * FROM pg_locks WHERE locktype = 'advisory' AND database = {here}") == []
 
 
-def wait_for_backends_to_leave(dsn: str, seconds: float = 30) -> None:
+def wait_for_backends_to_leave(dsn: str, seconds: float = 30, application_name: str | None = None) -> None:
+    """Until no other backend (of that application, if named) is connected to the database."""
     deadline = time.monotonic() + seconds
-    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    while fetch(dsn, sql)[0][0]:
+    sql = """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+             AND ($1::text IS NULL OR application_name = $1)"""
+    while fetch(dsn, sql, application_name)[0][0]:
         assert time.monotonic() < deadline, "a killed publish's backend lingers"
         time.sleep(0.1)
 
@@ -518,19 +502,15 @@ def test_publish_killed_mid_copy_leaves_the_old_data_served(fresh, snapshot, cor
     publish_all(fresh, snapshot, [day])
     before = served(fresh)
     marker = tmp_path / "copying"
-    process = subprocess.Popen([sys.executable, "-c", _KILLED_MID_COPY, fresh, snapshot, day, str(marker)])
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "the publish never reached its COPY"
-            time.sleep(0.05)
+    # A rebuild publishes every run again, forced: the first one, build_id of the first day, is held in its COPY.
+    with Publisher(["db", "rebuild", "--snapshot", snapshot], {"DATABASE_URL": fresh}, hold_in_copy=marker) as held:
+        held.go()
+        held.wait_until_held()
         copying = fetch(
             fresh, "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'"
         )
         assert len(copying) == 1
-    finally:
-        process.kill()
-        process.wait()
+    # killed as the block ends
     wait_for_backends_to_leave(fresh)
     assert_intact(fresh, snapshot, day, before)
     again = run(call(fresh, publish_run, snapshot, "build_id", day, force=True))
@@ -543,12 +523,16 @@ def test_publish_whose_connection_drops_mid_copy_leaves_the_old_data_served(fres
     publish_all(fresh, snapshot, [day])
     before = served(fresh)
     copying = asyncio.Event()
+    chunks_of, sent_after = publish._chunks, []
 
-    async def interrupted(stream):
-        for i, chunk in enumerate(stream):
-            if i == 2:
-                copying.set()
-                await asyncio.sleep(1)  # meanwhile the server ends the connection
+    async def interrupted(conn, stream):
+        chunks = chunks_of(conn, stream)
+        for _ in range(2):
+            yield await anext(chunks)
+        copying.set()
+        await asyncio.sleep(1)  # meanwhile the server ends the connection
+        async for chunk in chunks:
+            sent_after.append(chunk)
             yield chunk
 
     monkeypatch.setattr(publish, "_chunks", interrupted)
@@ -566,6 +550,7 @@ def test_publish_whose_connection_drops_mid_copy_leaves_the_old_data_served(fres
             await admin.close()
 
     run(scenario())
+    assert sent_after == []  # the COPY stopped at the lost connection, not after encoding the rest of the day
     wait_for_backends_to_leave(fresh)
     assert_intact(fresh, snapshot, day, before)
 

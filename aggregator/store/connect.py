@@ -8,6 +8,17 @@ import asyncpg
 
 from aggregator.settings import setting
 
+# The database went away under an open connection: the server shut down, crashed or restarted, the backend was
+# terminated, the network dropped. The work in flight is lost (its transaction rolls back); later work can succeed.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
 
 class NoDatabase(RuntimeError):
     """No database is configured, or it does not answer."""

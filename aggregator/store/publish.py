@@ -9,9 +9,10 @@ swap takes locks that readers wait for. Why this shape: docs/store.md.
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TypeVar
 
 import asyncpg
 
@@ -19,8 +20,11 @@ from aggregator.aggregate import Aggregate
 from aggregator.layouts import Layout
 from aggregator.snapshot import list_dates, read_attrs, read_run
 from aggregator.store import schema
+from aggregator.store.connect import CONNECTION_LOST
 from aggregator.store.encode import LEAF_COLUMNS, ROLLUP_COLUMNS, Contribution, layout_digest, parse_day
 from aggregator.store.locks import day_lock, with_short_locks
+
+T = TypeVar("T")
 
 
 class PublishError(RuntimeError):
@@ -90,7 +94,7 @@ async def publish_dates(
     results = []
     for date_text in dates:
         for kind in kinds:
-            results.append(await publish_run(conn, snapshot, kind, date_text))
+            results.append(await _publish_or_explain(conn, snapshot, kind, date_text))
             say(results[-1].line())
     return results
 
@@ -102,7 +106,7 @@ async def rebuild(conn: asyncpg.Connection, snapshot: str, say: Callable = print
     found = list_dates(snapshot)
     results = []
     for kind, date_text in found:
-        results.append(await publish_run(conn, snapshot, kind, date_text, force=True))
+        results.append(await _publish_or_explain(conn, snapshot, kind, date_text, force=True))
         say(results[-1].line())
     archived = {(kind, day_of(d)) for kind, d in found}
     for row in await conn.fetch("SELECT kind, submission_date FROM contributions ORDER BY 2, 1"):
@@ -112,6 +116,37 @@ async def rebuild(conn: asyncpg.Connection, snapshot: str, say: Callable = print
                 "(still served; `db trim` drops old days)"
             )
     return results
+
+
+async def _publish_or_explain(
+    conn: asyncpg.Connection, snapshot: str, kind: str, date_text: str, force: bool = False
+) -> Published:
+    """publish_run, saying what a lost connection means for the data, instead of asyncpg's bare error. There is
+    no retry here: the database may be gone for long, and publishing again later is safe and cheap."""
+    try:
+        return await publish_run(conn, snapshot, kind, date_text, force)
+    except (*CONNECTION_LOST, asyncpg.InternalClientError) as error:
+        if not isinstance(error, CONNECTION_LOST) and not await _closing(conn):
+            raise
+        cause = error  # the first sign of the loss, not the failed rollback that followed it
+        while isinstance(cause.__context__, CONNECTION_LOST):
+            cause = cause.__context__
+        raise PublishError(
+            f"publish of {kind} {date_text} interrupted: the database connection was lost "
+            f"({type(cause).__name__}: {cause}). A publish commits whole or not at all, so this day is served whole: "
+            "as before, unless the loss came at its very commit. Publish again once the database answers (runs "
+            "already served are skipped)."
+        ) from error
+
+
+async def _closing(conn: asyncpg.Connection, seconds: float = 1) -> bool:
+    """Whether the connection is found closed within `seconds`. A server's last message (a terminated backend,
+    a shutdown) that arrives between two queries puts asyncpg in an error state that the next query reports as an
+    InternalClientError, a moment before the socket's end is seen."""
+    deadline = time.monotonic() + seconds
+    while not conn.is_closed() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return conn.is_closed()
 
 
 async def _publish(
@@ -215,12 +250,43 @@ async def _replace_rollup(conn: asyncpg.Connection, contribution: Contribution, 
 
 
 async def _copy(conn: asyncpg.Connection, table: str, stream: Iterator[bytes], columns: tuple[str, ...]) -> None:
-    await conn.copy_to_table(table, source=_chunks(stream), columns=columns, format="binary")
+    source = _chunks(conn, stream)
+    await _unless_lost(conn, conn.copy_to_table(table, source=source, columns=columns, format="binary"))
 
 
-async def _chunks(stream: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _chunks(conn: asyncpg.Connection, stream: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The COPY's data a batch at a time, stopped as soon as the connection is lost: asyncpg does not look, and
+    would encode the rest of the day into the dead socket. The event loop runs between batches, which is when a
+    closed socket is noticed."""
     for chunk in stream:
+        await asyncio.sleep(0)
+        if conn.is_closed():
+            raise asyncpg.ConnectionDoesNotExistError("the connection was lost during a COPY")
         yield chunk
+
+
+async def _unless_lost(conn: asyncpg.Connection, copy: Awaitable[T]) -> T:
+    """`copy` (a COPY on `conn`), ended as soon as the connection is lost. asyncpg pauses a COPY while Postgres
+    reads slower than it is sent to, and nothing wakes it if the connection is lost then: the publish would wait
+    forever for a server that has gone (found by tests/test_publish_faults.py)."""
+    lost = asyncio.get_running_loop().create_future()
+
+    def on_lost(_: asyncpg.Connection) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    task = asyncio.ensure_future(copy)
+    conn.add_termination_listener(on_lost)
+    try:
+        await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            raise asyncpg.ConnectionDoesNotExistError("the connection was lost during a COPY")
+        return task.result()
+    finally:
+        conn.remove_termination_listener(on_lost)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
 
 async def _swap(
@@ -238,7 +304,7 @@ async def _swap(
     async def swap() -> int:
         for table, rows in contribution.catalog.items():
             await conn.execute(f"DELETE FROM {table} WHERE kind = $1 AND submission_date = $2", kind, day)
-            await conn.copy_records_to_table(table, records=rows)
+            await _unless_lost(conn, conn.copy_records_to_table(table, records=rows))
         publish_id = await _ledger(conn, "published", kind, day, snapshot, counts, started)
         await conn.execute(
             """INSERT INTO contributions (kind, submission_date, publish_id) VALUES ($1, $2, $3)
