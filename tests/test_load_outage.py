@@ -195,8 +195,10 @@ def test_load_and_a_postgres_outage(private_postgres, local_client, tmp_path, se
     assert all(r.status == 200 for r in before if "metric=" not in r.path)  # only a drawn metric may lack data
     during = [r for r in requests if r.started > down.down + LEDGER_POLL and r.started + r.seconds < down.starting]
     assert during, "no request while Postgres was down"
-    for r in during:
-        assert r.status == (200 if r.path in NEEDS_NO_DATABASE else 503), r
+    for r in during:  # the health check fails; a data answer still in the response cache is served, others 503
+        allowed = {200} if r.path in NEEDS_NO_DATABASE else {503} if r.path == "/__heartbeat__" else {200, 503}
+        assert r.status in allowed, r
+    assert any(r.status == 503 for r in during)
     failed_after = [r.started + r.seconds for r in requests if r.started >= down.up and r.status not in (200, 404)]
     recovery = max(failed_after, default=down.up) - down.up
     assert recovery < RECOVERY, f"the API still failed {recovery:.1f} s after Postgres was back"
