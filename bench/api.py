@@ -91,7 +91,7 @@ async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
     ]
 
 
-async def measure(url: str, requests: int) -> list[str]:
+async def measure(url: str, requests: int, seconds: float) -> list[str]:
     """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
     response cache on, which is what repeated dashboard requests get."""
     servers = {entries: start_server(url, {"API_CACHE_ENTRIES": str(entries)}) for entries in (0, 1000)}
@@ -121,10 +121,10 @@ async def measure(url: str, requests: int) -> list[str]:
 
                 for call in (api, bare):  # warm up: plans, caches, connections
                     await run_load(call, 8, 40)
-                for clients in (1, 32):
-                    count = requests if clients == 1 else requests * 4
-                    a50, a99, arate = summary(*await run_load(api, clients, count))
-                    s50, s99, srate = summary(*await run_load(bare, clients, count))
+                for clients in (1, 32):  # at 32, a fixed time: a p99 of thousands of answers, whatever the rate
+                    amount = {"requests": requests} if clients == 1 else {"seconds": seconds}
+                    a50, a99, arate = summary(*await run_load(api, clients, **amount))
+                    s50, s99, srate = summary(*await run_load(bare, clients, **amount))
                     rows.append(
                         f"| {name} | {clients} | {a50:.1f} / {a99:.1f} | {arate:,.0f} | {s50:.1f} / {s99:.1f} | "
                         f"{srate:,.0f} | {a50 / s50:.2f} |"
@@ -155,7 +155,7 @@ async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tu
         )
         await conn.close()
         facts["publish_seconds"] = seconds
-        return await measure(url, args.requests), facts
+        return await measure(url, args.requests, args.seconds), facts
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -163,7 +163,8 @@ async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=3000, help="pings over the 30 days")
-    parser.add_argument("--requests", type=int, default=100, help="requests per scenario at 1 client (x4 at 32)")
+    parser.add_argument("--requests", type=int, default=100, help="requests per scenario at 1 client")
+    parser.add_argument("--seconds", type=float, default=5, help="seconds of load per scenario at 32 clients")
     parser.add_argument("--workdir", default=".bench")
     parser.add_argument("--output", help="markdown file to write the figures into")
     args = parser.parse_args()
@@ -184,7 +185,9 @@ def main() -> None:
             "Service: `python -m server`, response cache off (`API_CACHE_ENTRIES=0`) unless the row says otherwise, "
             "default pool (10). "
             "Bare SQL: the same answer computed in Postgres (histograms summed with `unnest ... GROUP BY`), "
-            "through an asyncpg pool of 10 in the load process. Latencies in ms, p50 / p99.",
+            "through an asyncpg pool of 10 in the load process. Load: bench/load.py's client, one kept-alive "
+            f"connection per client; {args.requests} requests at 1 client, {args.seconds:g} s at 32 clients, per "
+            "scenario and after a warm-up. Latencies in ms, p50 / p99.",
             "",
             "| route | clients | API p50 / p99 | API req/s | bare SQL p50 / p99 | SQL q/s | API / SQL (p50) |",
             "|---|---|---|---|---|---|---|",
