@@ -22,15 +22,14 @@ from distributed import Client, LocalCluster
 
 from aggregator.generate import GenerateSummary, generate_corpus
 from aggregator.job import run_job
-from aggregator.store import schema
-from aggregator.store.publish import publish_dates
+from aggregator.store.schema import KINDS
+from bench.load import publish
 from server.app import create_app
 from server.config import ServerSettings
 from server.serving import start
 from tests.postgres import PrivatePostgres
 from tests.reference import Reference
 
-KINDS = ("build_id", "submission_date")
 FILTER_COLUMNS = {"application": 4, "architecture": 5, "os": 6, "osVersion": 7}  # positions in a record of `cells`
 DASK = str(Path(sys.executable).with_name("dask"))  # the `dask` command an operator runs
 # Where tests create their own databases (scripts/ensure-postgres.sh starts a server there).
@@ -160,20 +159,10 @@ def settings_for(url: str, **changes) -> ServerSettings:
     return replace(ServerSettings.from_env({"dsn": url}), **{"ledger_poll_seconds": 0, "jwks": None} | changes)
 
 
-async def load(url: str, snapshot: str, dates: list[str]) -> None:
-    """The store's real path: migrate, then publish every (kind, date) of the snapshot."""
-    conn = await asyncpg.connect(url)
-    try:
-        await schema.migrate(conn)
-        await publish_dates(conn, snapshot, dates, schema.KINDS, say=lambda *_: None)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def database_url(scratch_database, snapshot, corpus) -> str:
     url = scratch_database("ta_api")
-    asyncio.run(load(url, snapshot, corpus.dates))
+    asyncio.run(publish(url, snapshot, corpus.dates))  # the store's real path: migrate, publish every day
     return url
 
 
