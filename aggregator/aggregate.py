@@ -6,6 +6,7 @@ what crosses the network is arrays. Every count is non-negative (docs/semantics.
 int64 maximum is the same as clamping the exact total: nothing wraps around.
 """
 
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -187,6 +188,23 @@ def merge(parts: Iterable[Aggregate]) -> Aggregate:
 
 def drop_build_id(dimensions: tuple[str, ...]) -> tuple[str, ...]:
     return dimensions[:3] + dimensions[4:]
+
+
+def shard_of(dimensions: tuple[str, ...], shards: int) -> int:
+    """The reduction a build-id dimension set belongs to: a stable hash (the same in every process, unlike
+    `hash`) of its submission-date dimensions, so that a shard's submission-date aggregates are whole."""
+    return zlib.crc32("\0".join(drop_build_id(dimensions)).encode()) % shards
+
+
+def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
+    """The aggregate's cells dealt into `shards` disjoint aggregates by `shard_of`; the run's counters go with
+    the first, so that summing the shards' counters counts each file once."""
+    parts = []
+    for s in range(shards):
+        part = rebuild([aggregate], keep=lambda d, s=s: shard_of(d, shards) == s)
+        part.stats = aggregate.stats if s == 0 else RunStats()
+        parts.append(part)
+    return parts
 
 
 def by_submission_date(build_id: Aggregate) -> Aggregate:

@@ -30,6 +30,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
 def _add_run(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="aggregate pings into a snapshot")
     run.add_argument(
@@ -85,6 +92,12 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--performance-report", metavar="FILE", help="write Dask's HTML performance report")
     run.add_argument("--split-every", type=int, default=8, help="fan-in of the tree reduction")
+    run.add_argument(
+        "--shards",
+        type=_positive,
+        metavar="N",
+        help="reductions per submission date (default: one per 32 MiB of the largest date's input files, at most 64)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--no-publish", action="store_true", help="write the snapshot only, even when a database is configured"
@@ -142,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         workers=args.workers,
         split_every=args.split_every,
+        shards=args.shards,
         performance_report=args.performance_report,
         progress=not args.no_progress and sys.stdout.isatty(),  # a bar redrawn with \r only suits a terminal
     )

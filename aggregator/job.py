@@ -6,19 +6,23 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import dask
 import dask.bag as db
-from distributed import Client, LocalCluster, futures_of, performance_report, progress
+from distributed import Client, LocalCluster, performance_report, progress
 from distributed.utils import silence_logging_cmgr
 
-from aggregator.aggregate import Aggregate, merge
+from aggregator.aggregate import merge, split
 from aggregator.extract import Options
 from aggregator.inputs import DEFAULT_BLOCKSIZE, Chunk, discover
 from aggregator.layouts import Definitions
-from aggregator.snapshot import commit_run, location, prepare
+from aggregator.snapshot import KINDS, commit_run, discard_run, finish_run, location, new_run_id, prepare, store_exists
 from aggregator.stats import RunStats
-from aggregator.tasks import aggregate_chunk, write_day
+from aggregator.tasks import Staged, aggregate_chunk, stage_reduction
+
+SHARD_BYTES = 32 * 2**20
+MAX_SHARDS = 64
 
 
 class JobFailed(RuntimeError):
@@ -44,6 +48,7 @@ class JobConfig:
     workers: int | None = None
     dashboard_address: str | None = ":8787"
     split_every: int = 8
+    shards: int | None = None  # reductions per submission date; None: shard_count of the input
     blocksize: int = DEFAULT_BLOCKSIZE
     performance_report: str | None = None
     progress: bool = True
@@ -158,6 +163,16 @@ def check_input(config: JobConfig, stats: RunStats, dates: list[str]) -> None:
         raise JobFailed(f"no pings aggregated for {', '.join(empty)}")
 
 
+def shard_count(chunks: list[Chunk], shard_bytes: int = SHARD_BYTES) -> int:
+    """Reductions per submission date: one per `shard_bytes` of input files (as stored) of the largest date, at
+    most MAX_SHARDS. A reduction holds the cells of its share of the day only, so a worker's memory follows
+    `shard_bytes`, not the size of the day; tasks grow as chunks x shards, hence the cap."""
+    per_date: Counter = Counter()
+    for chunk in chunks:
+        per_date[chunk.date] += (chunk.end or chunk.size) - chunk.start
+    return max(1, min(MAX_SHARDS, -(-max(per_date.values(), default=0) // shard_bytes)))
+
+
 def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSummary:
     """Aggregate the configured inputs and write their snapshot; raises JobFailed, changing no date of the
     snapshot, when the input fails the checks or the cluster's scheduler is lost."""
@@ -165,13 +180,12 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
     snapshot = location(config.snapshot)  # absolute: workers may not share the client's working directory
     chunks = discover(config.inputs, config.dates, config.blocksize)
     definitions = Definitions.load(config.definitions, config.scalar_definitions)
+    run_id, fresh = new_run_id(), not store_exists(snapshot)
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(connect(config))
         try:
-            stats, dates, staged = _aggregate_and_stage(config, client, chunks, definitions, snapshot, say)
-        except JobFailed:
-            raise
+            staged = _aggregate_and_stage(config, client, chunks, definitions, snapshot, run_id, say)
         except Exception as error:
             reason = getattr(error, "reason", None)  # distributed's FutureCancelledError says why
             if client.status == "running" and reason != "scheduler-connection-lost":
@@ -181,57 +195,92 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
                 f"({reason or type(error).__name__}): no submission date of {config.snapshot} was changed; "
                 "re-run the job once the scheduler is back"
             ) from error
-    # Every day is staged: only now do readers see the new runs (runs are switched in by the client, which needs
-    # no scheduler for it).
-    for date, kinds in staged.items():
-        for kind, (run_id, _) in kinds.items():
+    stats = RunStats()
+    for part in staged.values():
+        stats.merge(part.stats)
+    dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
+    try:
+        check_input(config, stats, dates)
+    except JobFailed:
+        discard_run(snapshot, run_id, whole_store=fresh)
+        raise
+    # Every part is staged: only now do readers see the new runs (the client finishes and switches them in, and
+    # needs no scheduler for it).
+    say(f"committing {len(dates)} submission dates to {snapshot}")
+    prepare(snapshot, dates)
+    rows = {}
+    for date in dates:
+        mine = [s for (group, _), s in staged.items() if group in (date, None)]
+        attrs = _run_attrs(mine, date, definitions)
+        rows[date] = {}
+        for kind in KINDS:
+            parts = [p.parts[date][kind] for p in mine if date in p.parts]
+            rows[date][kind] = sum(n for _, _, n in parts)
+            finish_run(snapshot, kind, date, run_id, {name: d for name, d, _ in parts}, rows[date][kind], attrs)
+    for date in dates:
+        for kind in KINDS:
             commit_run(snapshot, kind, date, run_id)
-    rows = {date: {kind: n for kind, (_, n) in kinds.items()} for date, kinds in staged.items()}
     return _summary(config, stats, dates, rows, started)
 
 
+def _run_attrs(staged: list[Staged], date: str, definitions: Definitions) -> dict:
+    """A run's attributes (docs/snapshot.md) from the reductions that read its submission date's files."""
+    stats = RunStats()
+    for part in staged:
+        stats.merge(part.stats)
+    files = stats.for_date(date)
+    names = set().union(*(p.names.get(date, ()) for p in staged))
+    return {
+        "inputs": [f.to_json() for f in sorted(files.files.values(), key=lambda f: f.path)],
+        "pings": {
+            "read": files.total("pings"),
+            "aggregated": sum(f.dates[date] for f in files.files.values()),
+            "filtered": dict(sorted(files.reasons("filtered").items())),
+            "malformed": dict(sorted(files.reasons("malformed").items())),
+        },
+        "dropped": dict(sorted(stats.dropped.items())),
+        "overflow": stats.overflow,
+        "definitions": definitions.sources,
+        "descriptions": {name: description for name in sorted(names) if (description := definitions.description(name))},
+    }
+
+
 def _aggregate_and_stage(
-    config: JobConfig, client: Client, chunks: list[Chunk], definitions: Definitions, snapshot: str, say
-) -> tuple[RunStats, list[str], dict[str, dict[str, tuple[str, int]]]]:
-    """The run's work on the cluster: aggregate, check, and stage every date's runs (uncommitted)."""
+    config: JobConfig, client: Client, chunks: list[Chunk], definitions: Definitions, snapshot: str, run_id: str, say
+) -> dict[tuple[str | None, int], Staged]:
+    """The run's work on the cluster: aggregate, reduce and stage every part of the run (uncommitted); returns
+    what each (date folder, shard) reduction staged."""
     options = Options(
         dates=frozenset(config.dates) or None,
         channels=frozenset(config.channels) if config.channels else None,
         include_fennec=config.include_fennec,
     )
+    shards = config.shards or shard_count(chunks)
     report = config.performance_report
     with performance_report(filename=report) if report else contextlib.nullcontext():
         say(f"Dask dashboard: {client.dashboard_link}")
-        say(f"aggregating {len(chunks)} input chunks")
-        # One tree reduction per submission_date folder (chunks from elsewhere share one): the days reduce in
-        # parallel and each is written where its aggregate already is.
+        # One tree reduction per submission_date folder (chunks from elsewhere share one) and shard: the reductions
+        # run in parallel, each is staged where it was reduced, and only its counters come back.
         groups: dict[str | None, list[Chunk]] = {}
         for chunk in chunks:
             groups.setdefault(chunk.date, []).append(chunk)
-        reductions = [
-            db.from_sequence(group, npartitions=len(group))
-            .map(aggregate_chunk, dask.delayed(definitions, pure=True), options)
-            .reduction(merge, merge, split_every=config.split_every)
-            for group in groups.values()
-        ]
-        totals = dict(zip(groups, [futures_of(r)[0] for r in client.persist(reductions)], strict=True))
+        say(f"aggregating {len(chunks)} input chunks in {len(groups) * shards} reductions into {snapshot}")
+        stages = {}
+        for date, group in groups.items():
+            aggregates = db.from_sequence(group, npartitions=len(group)).map(
+                aggregate_chunk, dask.delayed(definitions, pure=True), options
+            )
+            if shards > 1:
+                aggregates = aggregates.map(split, shards)
+            for s in range(shards):
+                cells = aggregates.pluck(s) if shards > 1 else aggregates
+                total = cells.reduction(merge, merge, split_every=config.split_every)
+                part = f"{'folder' if date else 'files'}-{s:03d}"
+                # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses each
+                # shard's chain and so reads and aggregates every chunk once per shard
+                stages[date, s] = total.apply(partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part))
+        futures = client.compute(list(stages.values()))
         if config.progress:
-            progress(list(totals.values()))
+            progress(futures)
             say("")
-        stats = RunStats()
-        for part in client.gather([client.submit(_stats_of, t) for t in totals.values()]):
-            stats.merge(part)
-        dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
-        check_input(config, stats, dates)
-        say(f"writing {len(dates)} submission dates to {snapshot}")
-        prepare(snapshot, dates)
-        writes = {
-            d: client.submit(write_day, [t for g, t in totals.items() if g in (d, None)], snapshot, d, definitions)
-            for d in dates
-        }
-        staged = dict(zip(writes, client.gather(list(writes.values())), strict=True))
-    return stats, dates, staged
-
-
-def _stats_of(aggregate: Aggregate) -> RunStats:
-    return aggregate.stats
+        return dict(zip(stages, client.gather(futures), strict=True))

@@ -17,12 +17,13 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.errors import GroupNotFoundError
 
 from aggregator import __version__
-from aggregator.aggregate import KIND_COLUMNS, Aggregate
+from aggregator.aggregate import KIND_COLUMNS, Aggregate, rebuild
 from aggregator.layouts import Layout
 from aggregator.stats import RunStats
 
 FORMAT = "telemetry-aggregates-snapshot"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: a run held its arrays itself, as one part
 KINDS = ("build_id", "submission_date")
 _CHUNK = 1 << 20
 
@@ -97,20 +98,36 @@ def prepare(url: str, dates: Iterable[str] = ()) -> zarr.Group:
     return root
 
 
-def stage_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict) -> str:
-    """Write a run of (kind, date), whose date group is prepared, under a new name and return it; readers do not
-    see it until it is committed. The run is written as a zarr hierarchy of its own: zarr re-checks the metadata
-    of every parent of each node it creates, so a writer killed half-way would otherwise leave stray files beside
-    the shared groups; this way nothing is written outside the run's folder."""
-    run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
-    run = zarr.open_group(f"{location(url)}/{kind}/{date}/{run_id}", mode="w-", zarr_format=3)
+def new_run_id() -> str:
+    """A run's name: when it was made, and a random part so that two jobs never share one."""
+    return f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def stage_part(url: str, kind: str, date: str, run_id: str, part: str, aggregate: Aggregate) -> str:
+    """Write one part of a run of (kind, date) and return its digest; readers do not see it until the run is
+    finished and committed. A part is written as a zarr hierarchy of its own: zarr re-checks the metadata of
+    every parent of each node it creates, so a writer killed half-way would otherwise leave stray files beside
+    the shared groups; this way nothing is written outside the part's folder, and parts are written in
+    parallel without touching each other. A part written again (its task recomputed after its worker was lost
+    mid-write) replaces what the first attempt left."""
+    group = zarr.open_group(f"{location(url)}/{kind}/{date}/{run_id}/{part}", mode="w", zarr_format=3)
     arrays = _arrays(aggregate)
     for name, array in arrays.items():
         dtype = str if array.dtype.kind in "OUT" else array.dtype
         chunks = (max(1, min(len(array), _CHUNK)),)  # zarr stores whole chunks: none larger than the array
-        target = run.create_array(name, shape=array.shape, dtype=dtype, chunks=chunks)
+        target = group.create_array(name, shape=array.shape, dtype=dtype, chunks=chunks)
         if len(array):
             target[:] = array
+    found = digest(arrays)
+    group.attrs.update({"rows": len(aggregate), "digest": found})
+    return found
+
+
+def finish_run(url: str, kind: str, date: str, run_id: str, parts: dict[str, str], rows: int, attrs: dict) -> None:
+    """Make the staged parts (name: digest) one run of (kind, date), whose date group is prepared: the run's
+    group and attributes, written last, once every part is whole."""
+    run = zarr.open_group(location(url), mode="r+", path=f"{kind}/{date}").require_group(run_id)
+    combined = hashlib.sha256("".join(f"{name}:{parts[name]}\n" for name in sorted(parts)).encode())
     run.attrs.update(
         {
             "format_version": FORMAT_VERSION,
@@ -119,12 +136,28 @@ def stage_run(url: str, kind: str, date: str, aggregate: Aggregate, attrs: dict)
             "run_id": run_id,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "aggregator_version": __version__,
-            "digest": digest(arrays),
-            "rows": len(aggregate),
+            "parts": sorted(parts),
+            "digest": combined.hexdigest(),
+            "rows": rows,
         }
         | attrs
     )
-    return run_id
+
+
+def store_exists(url: str) -> bool:
+    fs, path = url_to_fs(url)
+    return fs.exists(path)
+
+
+def discard_run(url: str, run_id: str, whole_store: bool = False) -> None:
+    """Delete what a run staged in every date folder (a job that failed its checks after staging), or the
+    whole store when the run created it."""
+    fs, path = url_to_fs(url)
+    if whole_store:
+        fs.rm(path, recursive=True)
+        return
+    for folder in fs.glob(f"{path.rstrip('/')}/*/*/{run_id}"):
+        fs.rm(folder, recursive=True)
 
 
 def commit_run(url: str, kind: str, date: str, run_id: str) -> None:
@@ -144,7 +177,7 @@ def _current(url: str, kind: str, date: str) -> zarr.Group:
         run = day[day.attrs["current"]]
     except (GroupNotFoundError, FileNotFoundError, KeyError) as error:
         raise SnapshotError(f"no {kind} aggregates for {date} in {url}") from error
-    if run.attrs.get("format_version") != FORMAT_VERSION:
+    if run.attrs.get("format_version") not in READABLE_VERSIONS:
         raise SnapshotError(f"{url} {kind}/{date}: unknown format version {run.attrs.get('format_version')}")
     return run
 
@@ -155,11 +188,16 @@ def read_attrs(url: str, kind: str, date: str) -> dict:
 
 
 def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
-    """The current run of (kind, date) as an Aggregate, and its attributes."""
+    """The current run of (kind, date) as one Aggregate (the sum of its parts), and its attributes."""
     run = _current(url, kind, date)
+    names = run.attrs.get("parts")
+    parts = [_read_part(run[name] if names else run, kind) for name in names or [None]]
+    return (parts[0] if len(parts) == 1 else rebuild(parts)), dict(run.attrs)
 
+
+def _read_part(group: zarr.Group, kind: str) -> Aggregate:
     def read(name: str) -> np.ndarray:
-        return run[name][:]
+        return group[name][:]
 
     columns = KIND_COLUMNS[kind]
     dims = [read(f"dimensions/{c}").tolist() for c in columns]
@@ -180,7 +218,7 @@ def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
             strict=True,
         )
     ]
-    aggregate = Aggregate(
+    return Aggregate(
         columns,
         list(zip(*dims, strict=True)) if dims[0] else [],
         metrics,
@@ -192,7 +230,6 @@ def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
         read("histogram"),
         RunStats(),
     )
-    return aggregate, dict(run.attrs)
 
 
 def list_dates(url: str) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
-"""What runs on the workers: a chunk of input in, an Aggregate out; an Aggregate in, a snapshot day out."""
+"""What runs on the workers: a chunk of input in, an Aggregate out; a reduced Aggregate in, snapshot parts out."""
 
 import gc
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -9,7 +9,7 @@ from aggregator.aggregate import Aggregate, by_submission_date, one_day
 from aggregator.extract import FILTER_REASONS, Accumulator, Options
 from aggregator.inputs import UNREADABLE, Chunk, read_lines
 from aggregator.layouts import Definitions
-from aggregator.snapshot import stage_run
+from aggregator.snapshot import stage_part
 from aggregator.stats import FileStats, RunStats
 
 
@@ -65,29 +65,27 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
     return accumulator.finish(RunStats(files={chunk.url: stats}))
 
 
-def write_day(parts: list[Aggregate], snapshot: str, date: str, definitions: Definitions) -> dict[str, tuple[str, int]]:
-    """Stage both kinds of aggregates of one submission date, from the reductions holding its pings; returns
-    the run id and rows written per kind. Nothing is visible until the job commits the runs."""
-    build_id = one_day(parts, date)
-    files = build_id.stats.for_date(date)
-    attrs = {
-        "inputs": [f.to_json() for f in sorted(files.files.values(), key=lambda f: f.path)],
-        "pings": {
-            "read": files.total("pings"),
-            "aggregated": sum(f.dates[date] for f in files.files.values()),
-            "filtered": dict(sorted(files.reasons("filtered").items())),
-            "malformed": dict(sorted(files.reasons("malformed").items())),
-        },
-        "dropped": dict(sorted(build_id.stats.dropped.items())),
-        "overflow": build_id.stats.overflow,
-        "definitions": definitions.sources,
-        "descriptions": {
-            name: description
-            for name in sorted({m[0] for m in build_id.metrics})
-            if (description := definitions.description(name))
-        },
-    }
-    return {
-        kind: (stage_run(snapshot, kind, date, aggregate, attrs), len(aggregate))
-        for kind, aggregate in (("build_id", build_id), ("submission_date", by_submission_date(build_id)))
-    }
+@dataclass
+class Staged:
+    """What staging one reduction gave: its counters, and per submission date the parts it wrote (kind: part
+    name, digest, rows) and the metric names in them. Small: this, not the cells, goes back to the client."""
+
+    stats: RunStats
+    parts: dict[str, dict[str, tuple[str, str, int]]] = field(default_factory=dict)
+    names: dict[str, set[str]] = field(default_factory=dict)
+
+
+def stage_reduction(total: Aggregate, snapshot: str, run_id: str, part: str) -> Staged:
+    """Stage the cells of one reduction, both kinds, as part `part` of the run of each submission date it holds
+    (one, unless it reduced files from outside the submission_date folders). Nothing is visible until the job
+    finishes and commits the runs."""
+    staged = Staged(replace(total.stats))
+    for date in sorted({d[0] for d in total.dimensions}):
+        build_id = one_day([total], date)
+        staged.stats.overflow += build_id.stats.overflow - total.stats.overflow
+        staged.parts[date] = {
+            kind: (part, stage_part(snapshot, kind, date, run_id, part, aggregate), len(aggregate))
+            for kind, aggregate in (("build_id", build_id), ("submission_date", by_submission_date(build_id)))
+        }
+        staged.names[date] = {m[0] for m in build_id.metrics}
+    return staged

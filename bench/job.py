@@ -22,7 +22,7 @@ from report import machine, write_section  # bench/report.py, beside this file
 from aggregator.extract import Options
 from aggregator.generate import generate_corpus
 from aggregator.inputs import discover
-from aggregator.job import JobConfig, run_job
+from aggregator.job import JobConfig, run_job, shard_count
 from aggregator.layouts import Definitions
 from aggregator.tasks import aggregate_chunk
 
@@ -58,7 +58,7 @@ def best_of(repeat: int, *jobs) -> list[float]:
     return best
 
 
-def end_to_end(corpus, workers: int, snapshot: Path) -> tuple[float, list[int]]:
+def end_to_end(corpus, workers: int, snapshot: Path, shards: int | None = None) -> tuple[float, list[int]]:
     """Wall time of a whole run on a fresh LocalCluster, and each worker's peak RSS in bytes."""
     started = time.perf_counter()
     with (
@@ -70,6 +70,7 @@ def end_to_end(corpus, workers: int, snapshot: Path) -> tuple[float, list[int]]:
             snapshot=str(snapshot),
             dates=corpus.dates,
             definitions=corpus.histograms_definitions,
+            shards=shards,
             progress=False,
         )
         run_job(config, client=client, say=lambda *_: None)
@@ -98,6 +99,8 @@ def main() -> None:
         str(workdir / f"corpus-{args.pings // 2}"), pings=args.pings // 2, days=2, seed=5, files_per_day=4
     )
     half_run = end_to_end(half, 2, workdir / "snapshot-half")
+    unsharded = end_to_end(corpus, 2, workdir / "snapshot-unsharded", shards=1)
+    shards = {c.pings: shard_count(discover([c.output], c.dates)) for c in (corpus, half)}
 
     def per_second(seconds: float) -> str:
         return f"{seconds:.2f} | {corpus.pings / seconds:,.0f} | {mib / seconds:.1f}"
@@ -122,11 +125,12 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     for n, (seconds, peaks) in runs.items():
-        rows.append(
-            f"| {n} worker(s), {corpus.pings} pings | {seconds:.1f} | {runs[1][0] / seconds:.2f} | {memory(peaks)} |"
-        )
-    half_label = f"2 workers, {half.pings} pings (same file size, half the files)"
+        label = f"{n} worker(s), {corpus.pings} pings, {shards[corpus.pings]} shards a day"
+        rows.append(f"| {label} | {seconds:.1f} | {runs[1][0] / seconds:.2f} | {memory(peaks)} |")
+    half_label = f"2 workers, {half.pings} pings (same file size, half the files), {shards[half.pings]} shards a day"
     rows.append(f"| {half_label} | {half_run[0]:.1f} | | {memory(half_run[1])} |")
+    label = f"2 workers, {corpus.pings} pings, `--shards 1` (a day in one reduction)"
+    rows.append(f"| {label} | {unsharded[0]:.1f} | | {memory(unsharded[1])} |")
     text = "\n".join(rows)
     print(text)
     if args.output:

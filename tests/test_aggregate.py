@@ -14,8 +14,10 @@ from aggregator.aggregate import (
     one_day,
     rebuild,
     saturating_add_at,
+    split,
 )
 from aggregator.layouts import Layout
+from aggregator.stats import FileStats, RunStats
 
 SMALL = Layout("linear", (0, 1, 2))
 WIDE = Layout("exponential", (0, 1, 5, 25))
@@ -149,3 +151,27 @@ def test_empty_selection_gives_an_empty_aggregate():
     empty = rebuild([agg], keep=lambda d: False)
     assert len(empty) == 0
     assert empty.histogram.size == 0
+
+
+def test_split_deals_every_cell_to_exactly_one_shard_and_keeps_submission_date_sets_whole():
+    rng = random.Random(11)
+    cells = {}
+    for _ in range(200):
+        d = dims(rng.choice(["20261101", "20261102"]), rng.choice(["20261030", "20261031"]), rng.choice("ABCDEFG"))
+        metric = (rng.choice(["M1", "M2"]), "", "parent", SMALL)
+        cells[d, metric] = ([rng.randrange(5) for _ in SMALL.bounds], rng.randrange(100), rng.randrange(1, 4))
+    whole = make([(d, m, *v) for (d, m), v in cells.items()])
+    whole.stats = RunStats(files={"a": FileStats("a", pings=3)})
+    shards = split(whole, 4)
+    assert len(shards) == 4
+    seen: dict = {}
+    owner: dict = {}
+    for s, shard in enumerate(shards):
+        for d, name, _, _, _, counts, total, count in shard.cells():
+            assert (d, name) not in seen  # disjoint
+            seen[d, name] = (counts, total, count)
+            without_build = d[:3] + d[4:]
+            assert owner.setdefault(without_build, s) == s  # a submission-date dimension set lives in one shard
+    assert seen == {(d, m[0]): v for (d, m), v in cells.items()}
+    assert sum(len(s.stats.files) for s in shards) == 1 and shards[0].stats.total("pings") == 3
+    assert sum(1 for s in shards if len(s)) > 1  # the hash spreads 14 submission-date dimension sets

@@ -81,12 +81,38 @@ def config(corpus: GenerateSummary, snapshot: Path, **kwargs) -> JobConfig:
     )
 
 
-def test_local_cluster_matches_reference(corpus, local_client, tmp_path):
-    summary = run_job(config(corpus, tmp_path / "snap"), client=local_client, say=lambda *_: None)
+@pytest.mark.parametrize("shards", [None, 3])
+def test_local_cluster_matches_reference(corpus, local_client, tmp_path, shards):
+    summary = run_job(config(corpus, tmp_path / "snap", shards=shards), client=local_client, say=lambda *_: None)
     expected = reference(corpus.output, True)
     assert_matches_reference(str(tmp_path / "snap"), expected)
     assert_counts_match(summary, expected)
     assert sum(summary.malformed.values()) == corpus.malformed
+    _, attrs = read_run(str(tmp_path / "snap"), "build_id", corpus.dates[0])
+    assert len(attrs["parts"]) == (shards or 1)
+
+
+def test_files_outside_date_folders_with_a_date_folder_are_summed_per_date(corpus, local_client, tmp_path):
+    """A date's cells from its folder and from loose files of several dates (two reductions of one date, which
+    may hold the same cells) add up: a ping counts once, wherever its file was."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    first, second = corpus.dates
+    folder_files = sorted(f for f in corpus.files if f"submission_date={first}" in f)
+    shutil.copy(sorted(f for f in corpus.files if f"submission_date={second}" in f)[0], loose / "second.ndjson.gz")
+    shutil.copy(folder_files[0], loose / "again.ndjson.gz")  # the first date's cells in both reductions
+    cfg = config(corpus, tmp_path / "snap", shards=2)
+    cfg.inputs, cfg.dates = [*folder_files, str(loose)], []
+    summary = run_job(cfg, client=local_client, say=lambda *_: None)
+    assert summary.dates == sorted(corpus.dates)
+    expected = reference_aggregate(
+        lines_of([*folder_files, *map(str, loose.iterdir())]),
+        {first, second},
+        json.loads(Path(corpus.histograms_definitions).read_text()),
+    )
+    for kind in ("build_id", "submission_date"):
+        got = {k: v for date in corpus.dates for k, v in job_cells(str(tmp_path / "snap"), kind, date).items()}
+        assert got == getattr(expected, kind)
 
 
 def test_without_definitions_layouts_come_from_the_pings(corpus, local_client, tmp_path):
@@ -100,7 +126,7 @@ def test_without_definitions_layouts_come_from_the_pings(corpus, local_client, t
 
 @pytest.mark.cluster
 def test_separately_started_scheduler_and_workers(corpus, external_scheduler, tmp_path):
-    cfg = config(corpus, tmp_path / "snap", scheduler=external_scheduler, channels=["nightly", "beta"])
+    cfg = config(corpus, tmp_path / "snap", scheduler=external_scheduler, channels=["nightly", "beta"], shards=2)
     summary = run_job(cfg, say=lambda *_: None)
     expected = reference(corpus.output, True, ("nightly", "beta"))
     assert_matches_reference(str(tmp_path / "snap"), expected)

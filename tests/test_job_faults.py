@@ -3,6 +3,7 @@ are being written, and bad input files (corrupt, truncated, unreadable, gone). W
 docs/reliability.md, "Job faults"."""
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -93,17 +94,40 @@ def completed_tasks(client: Client, since: float) -> int:
     return client.run_on_scheduler(count, since=since)
 
 
-def kill_worker(client: Client, address: str) -> None:
-    """SIGKILL the worker process at `address` (its nanny starts another) and wait until the scheduler drops it."""
-    pid = client.run(os.getpid, workers=[address])[address]
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: address not in client.scheduler_info(n_workers=-1)["workers"], f"{address} to be removed")
+def freeze_first_reduced(dask_scheduler, pids: dict[str, int]) -> None:
+    """On the scheduler: SIGSTOP the worker that holds the first reduced aggregate (the final key of a tree
+    reduction) the moment it is reported done, so that it is certain to be held and not yet staged when it is
+    killed; `frozen_worker` says which. Only workers of `pids` (their processes as they were) are stopped."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Freeze(SchedulerPlugin):
+        frozen: str | None = None
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            if self.frozen or finish != "memory" or not str(key).startswith("merge-aggregate-"):
+                return
+            worker = next(iter(dask_scheduler.tasks[key].who_has)).address
+            if worker in pids:
+                os.kill(pids[worker], signal.SIGSTOP)
+                self.frozen = worker
+
+    dask_scheduler.add_plugin(Freeze(), name="freeze-first-reduced")
+
+
+def frozen_worker(dask_scheduler) -> str | None:
+    return dask_scheduler.plugins["freeze-first-reduced"].frozen
+
+
+def unfreeze(dask_scheduler) -> None:
+    """Remove the plugin (the scheduler serves the next tests)."""
+    if "freeze-first-reduced" in dask_scheduler.plugins:
+        dask_scheduler.remove_plugin(name="freeze-first-reduced")
 
 
 @pytest.mark.cluster
 def test_workers_killed_mid_run_give_the_same_snapshot_and_counts(corpus, external_scheduler, tmp_path):
     """Two SIGKILLs in one run: a worker holding tasks it was given (processing), during the aggregation, and a
-    worker holding the days' reduced aggregates (in memory) just before they are written."""
+    worker holding a reduced aggregate (in memory) before it is staged."""
     with Client(external_scheduler) as client:
         started = client.run_on_scheduler(time.time)
         calm = run_job(config(corpus, tmp_path / "calm", split_every=2), client=client, say=quiet)
@@ -120,31 +144,40 @@ def test_workers_killed_mid_run_give_the_same_snapshot_and_counts(corpus, extern
                 os.kill(pids[first], signal.SIGKILL)  # a stopped process dies all the same
                 wait_until(lambda: first not in client.scheduler_info(n_workers=-1)["workers"], "worker removed")
                 killed.append(("processing", first, len(held)))
+                # then the worker that holds the first reduced aggregate, before it is staged
+                worker = wait_until(lambda: client.run_on_scheduler(frozen_worker), "a reduced aggregate")
+                holding = len(client.has_what()[worker])
+                os.kill(pids[worker], signal.SIGKILL)  # stopped: it cannot be asked for its pid again
+                wait_until(lambda: worker not in client.scheduler_info(n_workers=-1)["workers"], "worker removed")
+                killed.append(("memory", worker, holding))
             except BaseException as error:
                 failures.append(error)
-                os.kill(pids[first], signal.SIGCONT)
+                for pid in pids.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
 
         killer = threading.Thread(target=kill_when_assigned)
 
         def say(line: str) -> None:
             if line.startswith("aggregating"):
+                client.run_on_scheduler(freeze_first_reduced, pids=pids)
                 # frozen, it is given tasks it cannot finish: killing it then is certain to lose work in progress
                 os.kill(pids[first], signal.SIGSTOP)
                 killer.start()
-            elif line.startswith("writing"):
-                killer.join()
-                holders = {w: keys for w, keys in client.has_what().items() if keys}
-                worker = sorted(holders)[0]
-                kill_worker(client, worker)
-                killed.append(("memory", worker, len(holders[worker])))
 
         started = client.run_on_scheduler(time.time)
-        faulty = run_job(config(corpus, tmp_path / "faulty", split_every=2), client=client, say=say)
+        try:
+            faulty = run_job(config(corpus, tmp_path / "faulty", split_every=2), client=client, say=say)
+            killer.join()
+        finally:
+            client.run_on_scheduler(unfreeze)
 
         assert not failures, failures
         assert [stage for stage, _, _ in killed] == ["processing", "memory"]
         assert all(held > 0 for _, _, held in killed)
-        assert completed_tasks(client, started) > calm_tasks  # what was lost with a worker was computed again
+        faulty_tasks = completed_tasks(client, started)
+        assert faulty_tasks > calm_tasks  # what was lost with a worker was computed again
+        print(f"kills {killed}; tasks completed {calm_tasks} undisturbed, {faulty_tasks} with the faults")
 
     assert_same_snapshot(str(tmp_path / "faulty"), str(tmp_path / "calm"), corpus.dates)
     # the run's summary counts every ping once: as the undisturbed run, and as the input's lines counted here

@@ -7,7 +7,17 @@ import pytest
 import zarr
 
 from aggregator.layouts import Layout
-from aggregator.snapshot import SnapshotError, commit_run, list_dates, prepare, read_attrs, read_run, stage_run
+from aggregator.snapshot import (
+    SnapshotError,
+    commit_run,
+    finish_run,
+    list_dates,
+    new_run_id,
+    prepare,
+    read_attrs,
+    read_run,
+    stage_part,
+)
 from tests.test_aggregate import as_dict, dims, make
 
 CATEGORICAL = Layout("categorical", (0, 1, 2), ("a", "b", "spill"))
@@ -24,10 +34,18 @@ def sample():
     )
 
 
-def write_run(url: str, kind: str, date: str, aggregate, attrs: dict) -> str:
-    """Stage a run and commit it at once, as the job does once all of its runs are staged."""
+def stage_run(url: str, kind: str, date: str, aggregates: list, attrs: dict) -> str:
+    """Stage a run of one part per aggregate and finish it, as the job does; not committed."""
+    run_id = new_run_id()
+    parts = {f"part-{i}": stage_part(url, kind, date, run_id, f"part-{i}", a) for i, a in enumerate(aggregates)}
     prepare(url, [date])
-    run_id = stage_run(url, kind, date, aggregate, attrs)
+    finish_run(url, kind, date, run_id, parts, sum(len(a) for a in aggregates), attrs)
+    return run_id
+
+
+def write_run(url: str, kind: str, date: str, aggregate, attrs: dict, parts: list | None = None) -> str:
+    """Stage a run and commit it at once, as the job does once all of its runs are staged."""
+    run_id = stage_run(url, kind, date, parts or [aggregate], attrs)
     commit_run(url, kind, date, run_id)
     return run_id
 
@@ -37,7 +55,7 @@ def test_round_trip_keeps_every_cell(tmp_path: Path):
     write_run(url, "build_id", "20261101", sample(), {"note": "x"})
     aggregate, attrs = read_run(url, "build_id", "20261101")
     assert as_dict(aggregate) == as_dict(sample())
-    assert attrs["note"] == "x" and attrs["rows"] == 3 and attrs["format_version"] == 1
+    assert attrs["note"] == "x" and attrs["rows"] == 3 and attrs["format_version"] == 2
     assert list_dates(url) == [("build_id", "20261101")]
 
 
@@ -69,6 +87,7 @@ def test_readable_with_zarr_alone_as_documented(tmp_path: Path):
     root = zarr.open_group(url, mode="r")
     day = root["build_id/20261101"]
     run = day[day.attrs["current"]]
+    run = run[run.attrs["parts"][0]]  # a run of one part
     offsets = run["rows/offset"][:]
     histogram = run["histogram"][:]
     names = run["metrics/name"][:]
@@ -93,7 +112,7 @@ def test_days_can_be_written_in_parallel_once_the_store_is_prepared(tmp_path: Pa
     dates = [f"202611{d:02d}" for d in range(1, 9)]
     prepare(url, dates)
     with ThreadPoolExecutor(len(dates)) as pool:
-        runs = list(pool.map(lambda d: stage_run(url, "build_id", d, sample(), {}), dates))
+        runs = list(pool.map(lambda d: stage_run(url, "build_id", d, [sample()], {}), dates))
     for date, run_id in zip(dates, runs, strict=True):
         commit_run(url, "build_id", date, run_id)
     assert list_dates(url) == [("build_id", d) for d in dates]
@@ -108,8 +127,8 @@ def test_a_staged_run_is_invisible_until_committed_and_touches_nothing_else(tmp_
     write_run(url, "build_id", "20261101", sample(), {"n": 1})
     prepare(url, ["20261101", "20261102"])  # preparing a day again keeps its pointer
     before = files(tmp_path / "snap")
-    staged = stage_run(url, "build_id", "20261101", sample(), {"n": 2})
-    unfinished = stage_run(url, "build_id", "20261102", sample(), {"n": 3})  # a day whose run is never committed
+    staged = stage_run(url, "build_id", "20261101", [sample()], {"n": 2})
+    unfinished = stage_run(url, "build_id", "20261102", [sample()], {"n": 3})  # a day whose run is never committed
     after = files(tmp_path / "snap")
     assert {f: data for f, data in after.items() if staged not in f and unfinished not in f} == before
     assert read_attrs(url, "build_id", "20261101")["n"] == 1
@@ -123,3 +142,45 @@ def test_a_staged_run_is_invisible_until_committed_and_touches_nothing_else(tmp_
     commit_run(url, "build_id", "20261101", staged)
     assert read_attrs(url, "build_id", "20261101")["n"] == 2
     assert sorted(p.name for p in (tmp_path / "snap/build_id/20261101").iterdir()) == [staged, "zarr.json"]
+
+
+def test_a_run_of_several_parts_reads_as_their_sum(tmp_path: Path):
+    """Parts from different reductions may hold the same cell (files outside the date folders): read, it is
+    summed. Expected values by hand."""
+    url = str(tmp_path / "snap")
+    first = make([(dims("20261101", "20261030"), ("C", "", "parent", CATEGORICAL), [1, 2, 3], 8, 6)])
+    second = make(
+        [
+            (dims("20261101", "20261030"), ("C", "", "parent", CATEGORICAL), [10, 0, 1], 5, 2),
+            (dims("20261101", "20261031"), ("L", "", "gpu", LINEAR), [0, 4, 0], 4, 4),
+        ]
+    )
+    write_run(url, "build_id", "20261101", None, {}, parts=[first, second])
+    aggregate, attrs = read_run(url, "build_id", "20261101")
+    assert attrs["parts"] == ["part-0", "part-1"] and attrs["rows"] == 3
+    assert as_dict(aggregate) == as_dict(
+        make(
+            [
+                (dims("20261101", "20261030"), ("C", "", "parent", CATEGORICAL), [11, 2, 4], 13, 8),
+                (dims("20261101", "20261031"), ("L", "", "gpu", LINEAR), [0, 4, 0], 4, 4),
+            ]
+        )
+    )
+
+
+def test_a_format_1_run_is_still_read(tmp_path: Path):
+    """Format 1 kept a run's arrays in the run's own group (one part, no `parts` attribute)."""
+    url = str(tmp_path / "snap")
+    run_id = stage_run(url, "build_id", "20261101", [sample()], {})
+    folder = tmp_path / "snap/build_id/20261101" / run_id
+    for item in (folder / "part-0").iterdir():
+        if item.name != "zarr.json":
+            item.rename(folder / item.name)
+    (folder / "part-0/zarr.json").unlink()
+    (folder / "part-0").rmdir()
+    run = zarr.open_group(url, mode="r+", path=f"build_id/20261101/{run_id}")
+    del run.attrs["parts"]
+    run.attrs["format_version"] = 1
+    commit_run(url, "build_id", "20261101", run_id)
+    aggregate, _ = read_run(url, "build_id", "20261101")
+    assert as_dict(aggregate) == as_dict(sample())
