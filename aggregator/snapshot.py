@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-from zarr.errors import GroupNotFoundError
+from zarr.errors import ContainsArrayError, GroupNotFoundError
 
 from aggregator import __version__
 from aggregator.aggregate import KIND_COLUMNS, Aggregate, rebuild
@@ -233,14 +233,19 @@ def _read_part(group: zarr.Group, kind: str) -> Aggregate:
 
 
 def list_dates(url: str) -> list[tuple[str, str]]:
-    """Every (kind, submission date) with a current run."""
-    try:
-        root = zarr.open_group(location(url), mode="r")
-    except (GroupNotFoundError, FileNotFoundError):
-        return []
+    """Every (kind, submission date) with a current run. Folders are listed, not zarr's groups: a job stages
+    the parts of a date new to the store before that date's group exists."""
+    fs, path = url_to_fs(url)
     found = []
     for kind in KINDS:
-        if kind in root:
-            dates = sorted(root[kind].group_keys())
-            found += [(kind, date) for date in dates if "current" in root[kind][date].attrs]
+        folder = f"{path.rstrip('/')}/{kind}"
+        if not fs.isdir(folder):
+            continue
+        for date in sorted(child.rstrip("/").rsplit("/", 1)[-1] for child in fs.ls(folder, detail=False)):
+            try:
+                day = zarr.open_group(location(url), mode="r", path=f"{kind}/{date}")
+            except (GroupNotFoundError, FileNotFoundError, ContainsArrayError):
+                continue
+            if "current" in day.attrs:
+                found.append((kind, date))
     return found
