@@ -55,7 +55,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("API_POOL_MIN", "2", "Database connections the API keeps open."),
     Setting("API_POOL_MAX", "10", "Most database connections the API opens."),
     Setting("API_STATEMENT_TIMEOUT_MS", "5000", "A query running longer is cancelled and answered with 503."),
-    Setting("API_CACHE_ENTRIES", "1000", "Responses kept in the API's in-memory cache (0: no cache)."),
+    Setting(
+        "API_CACHE_ENTRIES",
+        "1000",
+        "Responses kept in the API's in-memory cache (0: no cache; the listing routes' catalog is kept either way).",
+    ),
     Setting("API_MAX_AGE", "300", "Cache-Control max-age (seconds) of data responses; ETags revalidate them."),
     Setting("API_LEDGER_POLL_SECONDS", "1", "How often the API looks for a new publish (0: on every request)."),
     Setting("API_FORCE_HTTPS", "False", "`True`: redirect plain-HTTP requests to https, as the original did."),

@@ -5,8 +5,9 @@ clients, and beside each route the bare SQL that yields the same answer (histogr
 
 The month: 30 submission dates of generated pings (3 channels, their 2 versions each, the matching build ids)
 aggregated by the job on a LocalCluster and published by the store into a database of its own. The service
-runs as `python -m server` with its response cache off, so every request reaches Postgres; the load
-generator and the bare SQL run in this process. Server, Postgres and load share the machine's cores.
+runs as `python -m server` with its response cache off, so every metric request reaches Postgres; the listing
+routes answer from the catalog it loads once per publish (server/catalog.py), which that setting leaves on. The
+load generator and the bare SQL run in this process. Server, Postgres and load share the machine's cores.
 """
 
 import argparse
@@ -26,6 +27,12 @@ from server.app import keep_session
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEYED = "IPC_READ_MAIN_THREAD_LATENCY_MS"  # 50 labels
 METRIC = "GC_MS"
+
+# The listing answers as a query each: the bare-SQL baseline of the listing routes (which the service answers
+# from its catalog, server/catalog.py, loaded once per publish).
+CHANNELS_SQL = "SELECT DISTINCT channel FROM catalog_dates WHERE kind = $1 ORDER BY channel"
+DATES_SQL = """SELECT DISTINCT version, date FROM catalog_dates WHERE kind = $1 AND channel = $2
+ORDER BY date DESC, version DESC"""
 
 # The metric answer computed entirely in Postgres: the bare-SQL baseline of the metric routes.
 SQL_SUM = """
@@ -67,8 +74,8 @@ async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
     key = ("submission_date", "nightly", version)
     filters = (["Linux", "Windows_NT"], ["x86-64"], ["parent"])
     return [
-        ("channels", "/aggregates_by/submission_date/channels/", queries.CHANNELS, ("submission_date",)),
-        ("dates", "/aggregates_by/submission_date/channels/nightly/dates/", queries.DATES, key[:2]),
+        ("channels", "/aggregates_by/submission_date/channels/", CHANNELS_SQL, ("submission_date",)),
+        ("dates", "/aggregates_by/submission_date/channels/nightly/dates/", DATES_SQL, key[:2]),
         ("filters", f"/filters/?channel=nightly&version={version}", queries.FILTERS, ("nightly", version)),
         (
             f"{len(dates)}-date histogram, no filter",
@@ -91,9 +98,10 @@ async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
     ]
 
 
-async def measure(url: str, requests: int, seconds: float) -> list[str]:
+async def measure(url: str, requests: int, seconds: float, only: list[str]) -> list[str]:
     """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
-    response cache on, which is what repeated dashboard requests get."""
+    response cache on, which is what repeated dashboard requests get. `only`: the scenarios whose name
+    begins with one of these (all when empty)."""
     servers = {entries: start_server(url, {"API_CACHE_ENTRIES": str(entries)}) for entries in (0, 1000)}
     http = {entries: HttpClient(base) for entries, (_, base) in servers.items()}
     rows = []
@@ -110,6 +118,7 @@ async def measure(url: str, requests: int, seconds: float) -> list[str]:
             runs = [(name, http[0], path, sql, args) for name, path, sql, args in await scenarios(pool)]
             name, _, path, sql, args = runs[3]
             runs.append((f"{name}, response cache on", http[1000], path, sql, args))
+            runs = [run for run in runs if not only or run[0].startswith(tuple(only))]
             for name, client, path, sql, args in runs:
 
                 async def api(client=client, path=path) -> None:
@@ -155,7 +164,7 @@ async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tu
         )
         await conn.close()
         facts["publish_seconds"] = seconds
-        return await measure(url, args.requests, args.seconds), facts
+        return await measure(url, args.requests, args.seconds, args.only), facts
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -166,8 +175,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="requests per scenario at 1 client")
     parser.add_argument("--seconds", type=float, default=5, help="seconds of load per scenario at 32 clients")
     parser.add_argument("--workdir", default=".bench")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only the scenarios whose name begins with NAME (repeatable), e.g. --only channels --only 30-date",
+    )
     parser.add_argument("--output", help="markdown file to write the figures into")
     args = parser.parse_args()
+    if args.only and args.output:
+        parser.error("--output records every scenario: run it without --only")
     workdir = Path(args.workdir)
     workdir.mkdir(exist_ok=True)
     snapshot, dates = build_month(workdir, args.pings)
@@ -183,7 +201,7 @@ def main() -> None:
             f"{facts['rows']:,} rows and {facts['rollup']:,} rollup rows, published in "
             f"{facts['publish_seconds']:.1f} s.",
             "Service: `python -m server`, response cache off (`API_CACHE_ENTRIES=0`) unless the row says otherwise, "
-            "default pool (10). "
+            "default pool (10); channels, dates and filters answered from its catalog, loaded once per publish. "
             "Bare SQL: the same answer computed in Postgres (histograms summed with `unnest ... GROUP BY`), "
             "through an asyncpg pool of 10 in the load process. Load: bench/load.py's client, one kept-alive "
             f"connection per client; {args.requests} requests at 1 client, {args.seconds:g} s at 32 clients, per "

@@ -5,6 +5,7 @@ import argparse
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from functools import partial
 
 import asyncpg
 import uvloop
@@ -14,11 +15,13 @@ from aggregator.store.connect import connect_options
 from aggregator.store.schema import SchemaError, check_schema
 from server.auth import Authenticator
 from server.cache import ResponseCache
+from server.catalog import Catalog
 from server.config import ServerSettings
-from server.keys import AUTH, CACHE, LEDGER, METRICS, POLICY_TAG, POOL, READER, SETTINGS
+from server.keys import AUTH, CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, POOL, READER, SETTINGS
 from server.ledger import Ledger
 from server.metrics import ApiMetrics
 from server.middlewares import setup_middlewares
+from server.policy import listed_metrics
 from server.queries import Reader
 from server.respond import policy_tag
 from server.routes import setup_routes
@@ -60,6 +63,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         reader = Reader(pool, acquire_timeout=settings.statement_timeout_ms / 1000)
         app[POOL] = pool
         app[READER] = reader
+        app[CATALOG] = Catalog(reader, partial(listed_metrics, settings))
         app[LEDGER] = Ledger(settings.ledger_poll_seconds, reader.generation, [app[CACHE].clear, reader.forget])
         app[METRICS].gauge("api_pool_connections", "Open database connections.", pool.get_size)
         app[METRICS].gauge("api_pool_idle_connections", "Idle database connections.", pool.get_idle_size)

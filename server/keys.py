@@ -5,6 +5,7 @@ from aiohttp import web
 
 from server.auth import Authenticator
 from server.cache import ResponseCache
+from server.catalog import Catalog
 from server.config import ServerSettings
 from server.ledger import Ledger
 from server.metrics import ApiMetrics
@@ -15,6 +16,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 READER = web.AppKey("reader", Reader)
 LEDGER = web.AppKey("ledger", Ledger)
 CACHE = web.AppKey("cache", ResponseCache)
+CATALOG = web.AppKey("catalog", Catalog)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", ApiMetrics)
 POLICY_TAG = web.AppKey("policy_tag", str)  # part of every ETag: see server/respond.py

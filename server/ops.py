@@ -8,7 +8,7 @@ from aiohttp import web
 
 from aggregator.store.schema import SchemaError, check_schema
 from server.errors import DATABASE_ERRORS, not_found
-from server.keys import CACHE, METRICS, POOL, SETTINGS
+from server.keys import CACHE, CATALOG, METRICS, POOL, SETTINGS
 from server.openapi import spec
 from server.policy import require_auth
 
@@ -49,6 +49,7 @@ async def authed(request: web.Request) -> web.Response:
 async def clear_cache(request: web.Request) -> web.Response:
     await require_auth(request)
     request.app[CACHE].clear()
+    request.app[CATALOG].clear()
     return web.Response(text="Cache Cleared")
 
 

@@ -88,6 +88,11 @@ def _date(text: str) -> date:
         raise not_found(f"{text[:20]!r} is not a date as YYYYMMDD.") from None
 
 
+def yyyymmdd(day: date) -> str:
+    """A date as the API writes it. `date.isoformat` is C code; `strftime` cost a tenth of the dates route's CPU."""
+    return day.isoformat().replace("-", "")
+
+
 def _dates(values: list[str]) -> tuple[date, ...]:
     texts = [t for value in values for t in value.split(",")]
     if len(texts) > MAX_DATES:

@@ -10,9 +10,10 @@ from server.queries import COUNT_PREFIX
 
 
 async def authed(request: web.Request) -> bool:
-    """Whether the caller is authenticated (checked once per request)."""
+    """Whether the caller is authenticated (checked once per request; without a header, nothing to check)."""
     if AUTHED not in request:
-        request[AUTHED] = await request.app[AUTH].is_authed(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        request[AUTHED] = bool(header) and await request.app[AUTH].is_authed(header)
     return request[AUTHED]
 
 

@@ -1,4 +1,5 @@
-"""Answers that depend on the published data: ETag and 304, the response cache, gzip, Cache-Control.
+"""Answers that depend on the published data: ETag and 304, the response cache, gzip, Cache-Control; the
+listing routes' answers come from the catalog (server/catalog.py), the others from queries.
 
 The ETag is the publish ledger's newest id (any publish or trim changes it), plus whether the caller is
 authenticated (the channel list and /filters/ differ), so a quoted or unquoted `If-None-Match` that a
@@ -12,7 +13,8 @@ import orjson
 from aiohttp import hdrs, web
 
 from server.cache import GZIP_MIN_BYTES, Body
-from server.keys import CACHE, LEDGER, METRICS, POLICY_TAG, SETTINGS
+from server.catalog import Listings
+from server.keys import CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, SETTINGS
 from server.policy import authed
 
 JSON = "application/json"
@@ -56,6 +58,23 @@ def dumps(payload: object) -> bytes:
 
 async def data_answer(request: web.Request, key: Hashable, compute: Callable[[], Awaitable[object]]) -> web.Response:
     """Answer from the cache, or from `compute()` (whose JSON is then cached), with validators and max-age."""
+    return await _answer(request, key, lambda generation: compute())
+
+
+async def listing_answer(
+    request: web.Request, key: Hashable, answer: Callable[[Listings], Awaitable[Body]]
+) -> web.Response:
+    """A listing route's answer, as `data_answer`, from the catalog of the generation its ETag names."""
+    catalog = request.app[CATALOG]
+
+    async def compute(generation: int) -> Body:
+        return await answer(await catalog.at(generation))
+
+    return await _answer(request, key, compute)
+
+
+async def _answer(request: web.Request, key: Hashable, compute: Callable[[int], Awaitable[object]]) -> web.Response:
+    """The cached answer, else `compute(generation)`'s (an answer, or its encoded Body), with the validators."""
     app = request.app
     settings = app[SETTINGS]
     is_authed = await authed(request)
@@ -73,6 +92,7 @@ async def data_answer(request: web.Request, key: Hashable, compute: Callable[[],
     body = cache.get(full_key)
     app[METRICS].cache.labels("hit" if body else "miss").inc()
     if body is None:
-        body = Body(dumps(await compute()))
+        answer = await compute(generation)
+        body = answer if isinstance(answer, Body) else Body(dumps(answer))
         cache.put(full_key, body)
     return encoded(request, body, headers)

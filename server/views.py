@@ -1,4 +1,5 @@
-"""The data routes of the original (channels, dates, filters, metric) and the freshness route."""
+"""The data routes of the original (channels, dates, filters, metric) and the freshness route; the listings
+(channels, dates, filters) are answered from the catalog (server/catalog.py)."""
 
 from datetime import date
 
@@ -6,27 +7,17 @@ from aiohttp import web
 
 from server.errors import not_found
 from server.histograms import USE_COUNTER, Cell, Layout, Row, dominant_layout, statistics, sum_cells, use_counter
-from server.keys import READER, SETTINGS
-from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query
-from server.policy import allow_metric, authed, listed_metrics, require_auth
+from server.keys import READER
+from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query, yyyymmdd
+from server.policy import allow_metric, authed, require_auth
 from server.queries import COUNT_PREFIX, Reader
-from server.respond import data_answer
-
-
-def yyyymmdd(day: date) -> str:
-    """`date.isoformat` is C code; `strftime` cost a tenth of the dates route's CPU."""
-    return day.isoformat().replace("-", "")
+from server.respond import data_answer, listing_answer
 
 
 async def channels(request: web.Request) -> web.Response:
     kind = kind_of(request.match_info["kind"])
     is_authed = await authed(request)
-
-    async def compute() -> list[str]:
-        names = await request.app[READER].channels(kind)
-        return [c for c in names if is_authed or c != "release"]
-
-    return await data_answer(request, ("channels", kind), compute)
+    return await listing_answer(request, ("channels", kind), lambda listings: listings.channels(kind, is_authed))
 
 
 async def dates(request: web.Request) -> web.Response:
@@ -34,12 +25,7 @@ async def dates(request: web.Request) -> web.Response:
     channel = channel_of(request.match_info["channel"])
     if channel == "release":
         await require_auth(request)
-
-    async def compute() -> list[dict[str, str]]:
-        rows = await request.app[READER].dates(kind, channel)
-        return [{"version": str(version), "date": yyyymmdd(day)} for version, day in rows]
-
-    return await data_answer(request, ("dates", kind, channel), compute)
+    return await listing_answer(request, ("dates", kind, channel), lambda listings: listings.dates(kind, channel))
 
 
 async def filters(request: web.Request) -> web.Response:
@@ -47,17 +33,9 @@ async def filters(request: web.Request) -> web.Response:
     if channel == "release":
         await require_auth(request)
     is_authed = await authed(request)
-
-    async def compute() -> dict[str, list[str]]:
-        found = await request.app[READER].filters(channel, version)
-        if "metric" in found:
-            found["metric"] = listed_metrics(request.app[SETTINGS], found["metric"], is_authed)
-        options = {name: values for name, values in found.items() if values}
-        if not options:
-            raise not_found("No filters for this channel and version.")
-        return options
-
-    return await data_answer(request, ("filters", channel, version), compute)
+    return await listing_answer(
+        request, ("filters", channel, version), lambda listings: listings.filters(channel, version, is_authed)
+    )
 
 
 async def metric(request: web.Request) -> web.Response:

@@ -183,10 +183,10 @@ async def test_demo_publishes_and_its_example_urls_answer(aiohttp_client, empty_
 async def test_an_unexpected_error_is_a_json_500(aiohttp_client, database_url):
     client = await aiohttp_client(create_app(settings_for(database_url)))
 
-    async def broken(kind: str) -> list[str]:
+    async def broken() -> list[tuple]:
         raise RuntimeError("a bug")
 
-    client.app[READER].channels = broken
+    client.app[READER].catalog_dates = broken
     answer = await client.get("/aggregates_by/build_id/channels/")
     assert answer.status == 500
     assert await answer.json() == {"code": "internal_error", "description": "Internal server error."}
