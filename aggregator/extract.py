@@ -486,13 +486,12 @@ class Accumulator:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the
         few distinct key strings: a dict lookup per key is several times cheaper than parsing it."""
         keys = self._h_keys
-        ints = list(map(_KEY_INTS.get, keys))
         try:
-            return np.array(ints, dtype=np.int64)
+            return np.fromiter(map(_KEY_INTS.get, keys), dtype=np.int64, count=len(keys))
         except TypeError:  # keys not seen before: parse each once
             if len(_KEY_INTS) > _KEY_CACHE_SIZE:
                 _KEY_INTS.clear()
-            found = np.array(ints, dtype=object)
+            found = np.array(list(map(_KEY_INTS.get, keys)), dtype=object)
             for i in np.flatnonzero(np.equal(found, None)).tolist():
                 value = _KEY_INTS.get(keys[i])
                 found[i] = _KEY_INTS[keys[i]] = _int_or_none(keys[i]) if value is None else value
