@@ -91,7 +91,12 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "--skip-unreadable", action="store_true", help="skip unreadable files (reported) instead of failing"
     )
     run.add_argument("--performance-report", metavar="FILE", help="write Dask's HTML performance report")
-    run.add_argument("--split-every", type=int, default=8, help="fan-in of the tree reduction")
+    run.add_argument(
+        "--split-every",
+        type=int,
+        default=4,
+        help="fan-in of the tree reduction (a worker holds about this many partitions' aggregates at once)",
+    )
     run.add_argument(
         "--shards",
         type=_positive,

@@ -47,7 +47,7 @@ class JobConfig:
     scheduler: str | None = None
     workers: int | None = None
     dashboard_address: str | None = ":8787"
-    split_every: int = 8
+    split_every: int = 4  # a reduction holds about this many partitions' aggregates at once
     shards: int | None = None  # reductions per submission date; None: shard_count of the input
     blocksize: int = DEFAULT_BLOCKSIZE
     performance_report: str | None = None
