@@ -8,9 +8,9 @@ The day is synthesized with numpy (no pings): dimension sets of 3 channels x 2 v
 3 architectures x 12 os versions, of very unequal popularity, each with a random subset of 1,000 metrics of 20
 to 100 buckets. The bare COPY sends the same rows as the publish writes (leaf and rollup), already encoded,
 into plain tables without index: what no publish can beat. Publish is timed whole, from the Aggregate in
-memory: rollup, encoding, COPY into the staging table and the rollup with their indexes, catalog, ledger and
-swap. The two
-alternate, best of --repeat, so the ratio holds on a noisy machine. It needs a Postgres server
+memory, on one connection: rollup, encoding, COPY into the staging table then its index, the day's rollup rows
+replaced (in the rollup table, with its indexes), catalog, ledger and swap. They alternate, best of --repeat,
+so the ratio holds on a noisy machine. It needs a Postgres server
 (`--dsn`, default the local one) and creates, then drops, a database of its own.
 """
 
@@ -159,7 +159,8 @@ async def run(args: argparse.Namespace) -> str:
             f"{bare_s:.2f} | {rows / bare_s:,.0f} | 1.00 |",
             f"| the same, into tables with the leaf's and the rollup's indexes (what they cost) | {indexed_s:.2f} | "
             f"{rows / indexed_s:,.0f} | {bare_s / indexed_s:.2f} |",
-            f"| publish: rollup, encoding, COPY into the staging table and the rollup, catalog, ledger, swap | "
+            f"| publish (one connection): rollup, encoding, COPY into the staging table then its index, the rollup's "
+            "rows, catalog, ledger, swap | "
             f"{publish_s:.2f} | {rows / publish_s:,.0f} | {bare_s / publish_s:.2f} |",
             "",
             f"Retention: `db trim` of one day ({leaf_rows:,} + {rollup_rows:,} rows) took {trim_s * 1000:.0f} ms.",

@@ -27,7 +27,7 @@ from aggregator.cli import main
 from aggregator.job import run_job
 from aggregator.layouts import Layout
 from aggregator.snapshot import read_run
-from aggregator.store import publish, schema
+from aggregator.store import encode, publish, schema
 from aggregator.store.commands import publish_after_run
 from aggregator.store.connect import connect_options
 from aggregator.store.encode import parse_day, rollup
@@ -404,8 +404,9 @@ def test_trim_drops_old_days_with_their_catalog(fresh, snapshot, corpus):
     assert run(call(fresh, trim, parse_day(day2))) == []
 
 
-def test_rollup_equals_rebuild_and_saturates():
-    """The rollup's matrix path gives what `rebuild` gives; near the int64 range it is `rebuild`."""
+def test_rollup_equals_rebuild_and_saturates(monkeypatch):
+    """The rollup's numpy path (`np.add.at`, over slices of the buckets) gives what `rebuild` gives; near the
+    int64 range it is `rebuild`."""
     layout = Layout("linear", (0, 1, 2))
     columns = ("submission_date", "channel", "version", "application", "architecture", "os", "os_version")
     dims = [("20261101", "nightly", "70", "Firefox", arch, "Linux", "5.4") for arch in ("x86", "x86-64")]
@@ -413,14 +414,16 @@ def test_rollup_equals_rebuild_and_saturates():
 
     def aggregate(value: int) -> Aggregate:
         offsets = np.array([0, 3, 7, 10, 14])
-        histogram = np.full(14, value, dtype=np.int64)
-        i32, i64 = np.array([0, 0, 1, 1], np.int32), np.full(4, value, np.int64)
+        step = 1 if value < 2**32 else 0  # distinct values, where they cannot overflow
+        histogram = value + step * np.arange(14, dtype=np.int64)
+        i32, i64 = np.array([0, 0, 1, 1], np.int32), value + step * np.arange(4, dtype=np.int64)
         return Aggregate(columns, dims, metrics, i32, np.array([0, 1, 0, 1], np.int32), offsets, i64, i64, histogram)
 
     def cells(a: Aggregate) -> dict:
         return {(d, *m[:3]): (tuple(c), s, n) for d, *m, c, s, n in a.cells()}
 
-    for value in (5, INT64_MAX - 1):
+    for value, sliced in ((5, 4), (5, 1 << 18), (INT64_MAX - 1, 1 << 18)):
+        monkeypatch.setattr(encode, "_SUM_BUCKETS", sliced)
         leaf = aggregate(value)
         summed = rollup(leaf)
         expected = rebuild([leaf], dimension_key=lambda d: d[:3], columns=columns[:3])

@@ -25,6 +25,7 @@ _EPOCH = date(2000, 1, 1)  # Postgres' day zero
 _INT8_OID = 20
 _INT4_MAX = 2**31 - 1
 _BATCH = 1024  # rows encoded per numpy pass (about 1 MiB: fits the caches; memory does not grow with the day)
+_SUM_BUCKETS = 1 << 18  # buckets summed per np.add.at by the rollup (index arrays of 2 MiB)
 _FILTERS = ("application", "architecture", "os", "os_version")  # what the rollup sums away
 _CELLS = ("metric", "label", "process", "layout", "sum", "count", "histogram")
 LEAF_COLUMNS = ("kind", "submission_date", "channel", "version", "date", *_FILTERS, *_CELLS)
@@ -145,8 +146,10 @@ def _storable(aggregate: Aggregate, kind: str) -> tuple[Aggregate, int]:
 def rollup(leaf: Aggregate) -> Aggregate:
     """The leaf with application, architecture, os and os_version summed away, exactly as
     `rebuild([leaf], dimension_key=...)` would: that is the definition, and the path taken whenever a total
-    could reach the int64 range. Otherwise rows of one layout length are summed as a matrix
-    (`np.add.reduceat`), several times faster on a day of millions of buckets."""
+    could reach the int64 range. Otherwise every bucket is added to its place in the rollup with `np.add.at`,
+    a slice of the buckets at a time (memory does not grow with the day): several times faster than `rebuild`,
+    and 3x faster than summing the rows of each length as a matrix, which gathered every bucket through an
+    index matrix first."""
     keep = [i for i, c in enumerate(leaf.columns) if c not in _FILTERS]
     columns = tuple(leaf.columns[i] for i in keep)
 
@@ -160,22 +163,22 @@ def rollup(leaf: Aggregate) -> Aggregate:
     rank = {d: i for i, d in enumerate(dimensions)}
     to_reduced = np.array([rank[reduced(d)] for d in leaf.dimensions], dtype=np.int64)
     width = len(leaf.metrics)
-    keys = to_reduced[leaf.row_dimension] * width + leaf.row_metric
-    order = np.argsort(keys, kind="stable")
-    first = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])  # first row of each group
-    groups, group_rows = keys[order][first], order[first]
+    groups, group_of_row = np.unique(to_reduced[leaf.row_dimension] * width + leaf.row_metric, return_inverse=True)
     sizes = np.diff(leaf.row_offset)
+    a_row = np.empty(len(groups), dtype=np.int64)  # a row of each group: all of them have its metric's length
+    a_row[group_of_row] = np.arange(len(leaf))
     offsets = np.zeros(len(groups) + 1, dtype=np.int64)
-    np.cumsum(sizes[group_rows], out=offsets[1:])
+    np.cumsum(sizes[a_row], out=offsets[1:])
+    shift = offsets[:-1][group_of_row] - leaf.row_offset[:-1]  # from a row's buckets to its group's
     histogram = np.zeros(int(offsets[-1]), dtype=np.int64)
-    group_of_row = np.repeat(np.arange(len(groups)), np.diff(np.r_[first, len(order)]))
-    for size in np.unique(sizes).tolist():
-        rows = sizes[order] == size  # this length's rows, in group order
-        matrix = leaf.histogram[leaf.row_offset[order[rows]][:, None] + np.arange(size)]
-        their_groups = group_of_row[rows]
-        starts = np.flatnonzero(np.r_[True, their_groups[1:] != their_groups[:-1]])
-        targets = offsets[their_groups[starts]][:, None] + np.arange(size)
-        histogram[targets] = np.add.reduceat(matrix, starts, axis=0)
+    cuts = np.searchsorted(leaf.row_offset, np.arange(0, int(leaf.row_offset[-1]), _SUM_BUCKETS)).tolist()
+    for first, last in itertools.pairwise([*cuts, len(leaf)]):
+        low, high = int(leaf.row_offset[first]), int(leaf.row_offset[last])
+        targets = np.repeat(shift[first:last], sizes[first:last]) + np.arange(low, high)
+        np.add.at(histogram, targets, leaf.histogram[low:high])
+    sums, counts = np.zeros(len(groups), dtype=np.int64), np.zeros(len(groups), dtype=np.int64)
+    np.add.at(sums, group_of_row, leaf.sums)
+    np.add.at(counts, group_of_row, leaf.counts)
     return Aggregate(
         columns,
         dimensions,
@@ -183,8 +186,8 @@ def rollup(leaf: Aggregate) -> Aggregate:
         (groups // width).astype(np.int32),
         (groups % width).astype(np.int32),
         offsets,
-        np.add.reduceat(leaf.sums[order], first),
-        np.add.reduceat(leaf.counts[order], first),
+        sums,
+        counts,
         histogram,
     )
 
@@ -203,7 +206,8 @@ def index_order(aggregate: Aggregate) -> np.ndarray:
     dates = ranks([_field(aggregate, d, date) for d in dims])
     names = ranks([m[0] for m in aggregate.metrics])
     d, m = aggregate.row_dimension, aggregate.row_metric
-    return np.lexsort((m, d, dates[d], names[m], channel_version[d]))
+    # two keys, not five: lexsort's time grows with them (it is stable, ties keep the rows' order)
+    return np.lexsort((dates[d], channel_version[d] * len(names) + names[m]))
 
 
 def _text(value: str) -> bytes:
@@ -265,11 +269,12 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
         elements["value"] = aggregate.histogram[
             np.repeat(aggregate.row_offset[rows] - ends[:-1], lengths) + np.arange(ends[-1])
         ]
-        tails, values, bounds = tail.tobytes(), elements.tobytes(), (ends * 12).tolist()
+        values, bounds = elements.tobytes(), (ends * 12).tolist()
         pieces: list[bytes] = [b""] * (4 * len(rows))  # built by column, joined by row: the fastest in CPython
-        pieces[0::4] = [dims[d] for d in aggregate.row_dimension[rows].tolist()]
-        pieces[1::4] = [metrics[m] for m in aggregate.row_metric[rows].tolist()]
-        pieces[2::4] = [tails[i : i + 48] for i in range(0, len(tails), 48)]
+        pieces[0::4] = map(dims.__getitem__, aggregate.row_dimension[rows].tolist())
+        pieces[1::4] = map(metrics.__getitem__, aggregate.row_metric[rows].tolist())
+        # numpy makes the tails' bytes objects; its "S" type drops trailing NULs, and a tail ends with lower = 1
+        pieces[2::4] = tail.view("S48").tolist()
         pieces[3::4] = [values[a:b] for a, b in itertools.pairwise(bounds)]
         yield b"".join(pieces)
     yield TRAILER

@@ -1,8 +1,8 @@
 """Publish snapshot runs into the store, one (kind, submission date) contribution at a time.
 
 One transaction per contribution, under the advisory lock of its (kind, date): check the digest, COPY the
-rows into a new indexed staging table and the rollup rows in place of the day's old ones, then swap the staged
-leaf in for the served one with the catalog, the contribution and the ledger row. Nothing is visible to
+rows into a new staging table and index it, COPY the rollup rows in place of the day's old ones, then swap the
+staged leaf in for the served one with the catalog, the contribution and the ledger row. Nothing is visible to
 readers before the commit, a publish killed anywhere rolls back whole (no orphan tables), and only the final
 swap takes locks that readers wait for. Why this shape: docs/store.md.
 """
@@ -237,9 +237,10 @@ async def _layout_ids(conn: asyncpg.Connection, digests: list[str]) -> dict[str,
 
 
 async def _stage(conn: asyncpg.Connection, contribution: Contribution, layout_ids: dict) -> str:
-    """A staging table of the leaf, filled by binary COPY; returns its name."""
+    """A staging table of the leaf, filled by binary COPY, then indexed; returns its name."""
     stage = await schema.create_stage(conn, "aggregates", contribution.kind, contribution.day)
     await _copy(conn, stage, contribution.copy_stream(contribution.leaf, layout_ids), LEAF_COLUMNS)
+    await schema.index_stage(conn, stage)
     return stage
 
 
