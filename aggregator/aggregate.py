@@ -197,13 +197,31 @@ def shard_of(dimensions: tuple[str, ...], shards: int) -> int:
 
 
 def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
-    """The aggregate's cells dealt into `shards` disjoint aggregates by `shard_of`; the run's counters go with
-    the first, so that summing the shards' counters counts each file once."""
+    """The aggregate's cells dealt into `shards` disjoint aggregates by `shard_of` (rows selected as they are:
+    merging sorts them); the run's counters go with the first, so that summing the shards' counters counts each
+    file once."""
+    dimension_shard = np.array([shard_of(d, shards) for d in aggregate.dimensions], dtype=np.int64)
+    row_shard = dimension_shard[aggregate.row_dimension] if len(aggregate) else np.zeros(0, dtype=np.int64)
+    sizes = np.diff(aggregate.row_offset)
     parts = []
     for s in range(shards):
-        part = rebuild([aggregate], keep=lambda d, s=s: shard_of(d, shards) == s)
-        part.stats = aggregate.stats if s == 0 else RunStats()
-        parts.append(part)
+        rows = row_shard == s
+        offsets = np.zeros(int(np.count_nonzero(rows)) + 1, dtype=np.int64)
+        np.cumsum(sizes[rows], out=offsets[1:])
+        parts.append(
+            Aggregate(
+                aggregate.columns,
+                aggregate.dimensions,
+                aggregate.metrics,
+                aggregate.row_dimension[rows],
+                aggregate.row_metric[rows],
+                offsets,
+                aggregate.sums[rows],
+                aggregate.counts[rows],
+                aggregate.histogram[np.repeat(rows, sizes)],
+                aggregate.stats if s == 0 else RunStats(),
+            )
+        )
     return parts
 
 

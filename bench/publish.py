@@ -135,6 +135,7 @@ async def run(args: argparse.Namespace) -> str:
             trim_s = time.perf_counter() - started
             assert [(t.day, t.state) for t in trimmed] == [(older, "trimmed")], trimmed
             server = await conn.fetchval("SHOW server_version")
+            autovacuum = await conn.fetchval("SHOW autovacuum")
         finally:
             await conn.close()
     finally:
@@ -146,7 +147,7 @@ async def run(args: argparse.Namespace) -> str:
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine('numpy', 'asyncpg')}; PostgreSQL {server} "
             "on the same machine, "
-            f"default settings; load average {load:.1f} when it started.",
+            f"autovacuum {autovacuum}, other settings default; load average {load:.1f} when it started.",
             "",
             f"One synthetic day of build-id aggregates (`python bench/publish.py --rows {args.rows}`): "
             f"{leaf_rows:,} rows of {buckets / leaf_rows:.0f} buckets on average ({buckets:,} buckets) and "
