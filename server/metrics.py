@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+# A method label is one of these or "other": aiohttp accepts any token as a method, and a label per made-up method
+# would grow the series (and the memory) without bound.
+METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "TRACE"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -52,7 +55,10 @@ class ApiMetrics:
         key = (route, method, status)
         series = self._latencies.get(key)
         if series is None:
-            series = self._latencies[key] = self.latency.labels(route, method, str(status))
+            label = method if method in METHODS else "other"
+            series = self.latency.labels(route, label, str(status))
+            if label == method:  # the others share one series, and take no room here either
+                self._latencies[key] = series
         series.observe(seconds)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:

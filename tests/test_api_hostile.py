@@ -68,12 +68,15 @@ HOSTILE = {
 }
 
 
-def get(base_url: str, target: str | bytes, headers: bytes = b"") -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One GET of `target` exactly as given, bytes included (HTTP clients re-encode or refuse them)."""
+def get(
+    base_url: str, target: str | bytes, headers: bytes = b"", method: bytes = b"GET"
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One GET (or `method`) of `target` exactly as given, bytes included (HTTP clients re-encode or refuse them)."""
     address = urlsplit(base_url)
     target = target.encode() if isinstance(target, str) else target
     with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: api\r\nConnection: close\r\n" + headers + b"\r\n")
+        request = method + b" " + target + b" HTTP/1.1\r\nHost: api\r\nConnection: close\r\n" + headers + b"\r\n"
+        sock.sendall(request)
         answer = http.client.HTTPResponse(sock)
         answer.begin()
         return answer.status, answer.headers, answer.read()
@@ -114,6 +117,18 @@ def test_a_url_past_the_line_limit_and_a_header_past_the_field_limit(served_url)
     assert_refused(
         get(served_url, "/aggregates_by/build_id/channels/", b"Authorization: Bearer " + b"x" * 9000 + b"\r\n"), 400
     )
+
+
+def test_other_methods_are_refused_and_share_one_metrics_series(served_url):
+    """Methods HTTP parsers know beyond the usual ones (WebDAV's and others) are a 405, counted as `other`;
+    made-up ones are a 400 from the parser."""
+    odd = [b"PROPFIND", b"MKCOL", b"LOCK", b"UNLOCK", b"SEARCH", b"PURGE", b"REPORT", b"MKCALENDAR"]
+    for method in odd:
+        assert_refused(get(served_url, "/status", method=method), 405)
+    assert_refused(get(served_url, "/status", method=b"MADEUP"), 400)
+    metrics = get(served_url, "/metrics")[2].decode()
+    assert not any(f'method="{m.decode()}"' in metrics for m in odd)
+    assert 'method="other",route="unmatched",status="405"} 8.0' in metrics
 
 
 def test_thousands_of_dates_are_answered_and_more_than_the_maximum_refused(served_url):
