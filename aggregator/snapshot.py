@@ -190,9 +190,12 @@ def read_attrs(url: str, kind: str, date: str) -> dict:
 def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
     """The current run of (kind, date) as one Aggregate (the sum of its parts), and its attributes."""
     run = _current(url, kind, date)
-    names = run.attrs.get("parts")
-    parts = [_read_part(run[name] if names else run, kind) for name in names or [None]]
-    return (parts[0] if len(parts) == 1 else rebuild(parts)), dict(run.attrs)
+    names = run.attrs.get("parts")  # none in format 1: the run is its one part
+    parts = [_read_part(run, kind)] if names is None else [_read_part(run[name], kind) for name in names]
+    if len(parts) == 1:
+        return parts[0], dict(run.attrs)
+    # no parts: a date whose pings held no metric at all
+    return (rebuild(parts) if parts else Aggregate.empty(KIND_COLUMNS[kind])), dict(run.attrs)
 
 
 def _read_part(group: zarr.Group, kind: str) -> Aggregate:

@@ -45,7 +45,7 @@ def stage_run(url: str, kind: str, date: str, aggregates: list, attrs: dict) -> 
 
 def write_run(url: str, kind: str, date: str, aggregate, attrs: dict, parts: list | None = None) -> str:
     """Stage a run and commit it at once, as the job does once all of its runs are staged."""
-    run_id = stage_run(url, kind, date, parts or [aggregate], attrs)
+    run_id = stage_run(url, kind, date, [aggregate] if parts is None else parts, attrs)
     commit_run(url, kind, date, run_id)
     return run_id
 
@@ -184,3 +184,20 @@ def test_a_format_1_run_is_still_read(tmp_path: Path):
     commit_run(url, "build_id", "20261101", run_id)
     aggregate, _ = read_run(url, "build_id", "20261101")
     assert as_dict(aggregate) == as_dict(sample())
+
+
+def test_a_run_without_parts_reads_as_empty(tmp_path: Path):
+    """A date whose pings held no metric: its reductions staged no part."""
+    url = str(tmp_path / "snap")
+    write_run(url, "submission_date", "20261101", None, {}, parts=[])
+    aggregate, attrs = read_run(url, "submission_date", "20261101")
+    assert len(aggregate) == 0 and attrs["parts"] == [] and attrs["rows"] == 0
+    assert aggregate.columns == (
+        "submission_date",
+        "channel",
+        "version",
+        "application",
+        "architecture",
+        "os",
+        "os_version",
+    )
