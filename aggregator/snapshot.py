@@ -86,10 +86,11 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def prepare(url: str, dates: Iterable[str] = ()) -> zarr.Group:
-    """The store's root and kind groups, and the date groups of `dates`, created if missing. The job calls it
-    once, before its runs are staged in parallel: two writers creating the same group at once would collide."""
+    """The store's root and kind groups, and the date groups of `dates`, created if missing; the root's format
+    version is the newest written into the store. The job's client calls it once every part is staged, before it
+    finishes the runs: workers write inside part folders only, as two writers creating one group would collide."""
     root = zarr.open_group(location(url), mode="a", zarr_format=3)
-    if root.attrs.get("format") != FORMAT:
+    if root.attrs.get("format") != FORMAT or root.attrs.get("format_version", 0) < FORMAT_VERSION:
         root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
     for kind in KINDS:
         group = root.require_group(kind)
