@@ -108,9 +108,7 @@ def rebuild(
     submission-date aggregates come from build-id ones); `keep` selects dimension sets (one day of several).
     The result depends only on the cells, never on how they were split into parts.
     """
-    stats = RunStats()
-    for part in parts:
-        stats.merge(part.stats)
+    stats = RunStats.total_of(part.stats for part in parts)
     columns = columns or parts[0].columns
     mapped_dims, used_metrics = set(), set()
     selections = []

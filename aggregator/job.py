@@ -195,9 +195,7 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
                 f"({reason or type(error).__name__}): no submission date of {config.snapshot} was changed; "
                 "re-run the job once the scheduler is back"
             ) from error
-    stats = RunStats()
-    for part in staged.values():
-        stats.merge(part.stats)
+    stats = RunStats.total_of(part.stats for part in staged.values())
     dates = sorted(config.dates) or sorted({d for f in stats.files.values() for d in f.dates})
     try:
         check_input(config, stats, dates)
@@ -225,9 +223,7 @@ def run_job(config: JobConfig, client: Client | None = None, say=print) -> JobSu
 
 def _run_attrs(staged: list[Staged], date: str, definitions: Definitions) -> dict:
     """A run's attributes (docs/snapshot.md) from the reductions that read its submission date's files."""
-    stats = RunStats()
-    for part in staged:
-        stats.merge(part.stats)
+    stats = RunStats.total_of(part.stats for part in staged)
     files = stats.for_date(date)
     names = set().union(*(p.names.get(date, ()) for p in staged))
     return {

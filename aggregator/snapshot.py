@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.errors import ContainsArrayError, GroupNotFoundError
 
 from aggregator import __version__
-from aggregator.aggregate import KIND_COLUMNS, Aggregate, rebuild
+from aggregator.aggregate import KIND_COLUMNS, Aggregate, merge
 from aggregator.layouts import Layout
 from aggregator.stats import RunStats
 
@@ -193,10 +193,8 @@ def read_run(url: str, kind: str, date: str) -> tuple[Aggregate, dict]:
     run = _current(url, kind, date)
     names = run.attrs.get("parts")  # none in format 1: the run is its one part
     parts = [_read_part(run, kind)] if names is None else [_read_part(run[name], kind) for name in names]
-    if len(parts) == 1:
-        return parts[0], dict(run.attrs)
     # no parts: a date whose pings held no metric at all
-    return (rebuild(parts) if parts else Aggregate.empty(KIND_COLUMNS[kind])), dict(run.attrs)
+    return (merge(parts) if parts else Aggregate.empty(KIND_COLUMNS[kind])), dict(run.attrs)
 
 
 def _read_part(group: zarr.Group, kind: str) -> Aggregate:

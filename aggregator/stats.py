@@ -1,6 +1,7 @@
 """Counters of what the job read, aggregated, filtered and skipped: small, picklable, and mergeable."""
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -56,6 +57,14 @@ class RunStats:
             mine.merge(stats)
         self.dropped.update(other.dropped)
         self.overflow += other.overflow
+
+    @classmethod
+    def total_of(cls, parts: Iterable["RunStats"]) -> "RunStats":
+        """The counters of several parts added up, the parts unchanged."""
+        total = cls()
+        for part in parts:
+            total.merge(part)
+        return total
 
     def for_date(self, date: str) -> "RunStats":
         """The files that hold pings of one submission date."""
