@@ -483,36 +483,30 @@ class Accumulator:
         self._clear_pending()
 
     def _bucket_keys(self) -> np.ndarray:
-        """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the
-        few distinct key strings: a dict lookup per key is several times cheaper than parsing it."""
-        keys = self._h_keys
-        try:
-            return np.fromiter(map(_KEY_INTS.get, keys), dtype=np.int64, count=len(keys))
-        except TypeError:  # keys not seen before: parse each once
-            if len(_KEY_INTS) > _KEY_CACHE_SIZE:
-                _KEY_INTS.clear()
-            found = np.array(list(map(_KEY_INTS.get, keys)), dtype=object)
-            for i in np.flatnonzero(np.equal(found, None)).tolist():
-                value = _KEY_INTS.get(keys[i])
-                found[i] = _KEY_INTS[keys[i]] = _int_or_none(keys[i]) if value is None else value
-            return found.astype(np.int64)
+        """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the few
+        distinct key strings: a dict lookup per key is several times cheaper than parsing it."""
+        if len(_KEY_INTS) > _KEY_CACHE_SIZE:
+            _KEY_INTS.clear()
+        return np.fromiter(map(_KEY_INTS.__getitem__, self._h_keys), dtype=np.int64, count=len(self._h_keys))
 
     def _nonnegative(self, values: list, reason: str) -> np.ndarray:
-        """Bucket counts: non-ints and negatives count as 0 (and are counted), huge ones are clamped."""
-        array = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
-        if array.dtype.kind not in "ib":  # floats, strings, None or ints beyond int64 among them
-            is_int = np.fromiter(map(int.__instancecheck__, values), dtype=bool, count=len(values))
+        """Bucket counts: non-ints and negatives count as 0 (and are counted), huge ones are clamped.
+
+        The type test comes first, one C-level call per value: converting with numpy first and testing only
+        when the result is not all ints would convert twice whenever one value of the batch is odd."""
+        is_int = np.fromiter(map(int.__instancecheck__, values), dtype=bool, count=len(values))
+        if not is_int.all():
             self._drop(reason, int(np.count_nonzero(~is_int)))
+            values = np.array(values, dtype=object)
+            values[~is_int] = 0
+        try:
+            array = np.fromiter(values, dtype=np.int64, count=len(values))
+        except OverflowError:
             objects = np.array(values, dtype=object)
-            objects[~is_int] = 0
-            try:
-                array = objects.astype(np.int64)
-            except OverflowError:
-                huge = np.array([v > INT64_MAX for v in objects.tolist()], dtype=bool)
-                self.overflow += int(np.count_nonzero(huge))
-                objects[huge] = INT64_MAX
-                array = objects.astype(np.int64)
-        array = array.astype(np.int64, copy=False)
+            huge = np.array([v > INT64_MAX for v in objects.tolist()], dtype=bool)
+            self.overflow += int(np.count_nonzero(huge))
+            objects[huge] = INT64_MAX
+            array = objects.astype(np.int64)
         negative = array < 0
         self._drop(reason, int(np.count_nonzero(negative)))
         array[negative] = 0
@@ -581,16 +575,23 @@ class Accumulator:
 
 _UNDEFINED, _UNUSABLE = -1, -2  # layout ids of histograms without a (usable) definition
 _NOT_INT = np.iinfo(np.int64).min  # a key int() rejects; never a lower bound
-_KEY_INTS: dict[str, int] = {}  # bucket key string -> int(key) or _NOT_INT, shared by a process's partitions
 _KEY_CACHE_SIZE = 100_000
 _SPAN = MAX_BOUND + 2  # keys are compared per layout within this span, clipped to [-1, MAX_BOUND + 1]
 
 
-def _int_or_none(key: str) -> int:
-    try:
-        return max(min(int(key), _SPAN), -1)
-    except ValueError:
-        return _NOT_INT
+class _KeyInts(dict):
+    """Bucket key string -> int(key) clipped to [-1, _SPAN], or _NOT_INT; a key is parsed when first seen."""
+
+    def __missing__(self, key: str) -> int:
+        try:
+            value = max(min(int(key), _SPAN), -1)
+        except ValueError:
+            value = _NOT_INT
+        self[key] = value
+        return value
+
+
+_KEY_INTS = _KeyInts()  # shared by a process's partitions
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:

@@ -43,3 +43,27 @@ def test_flushing_often_gives_the_same_cells_and_bounded_arrays():
     assert len(b) == cells
     assert len(often.histogram) <= 2 * int(often.row_offset[-1])
     assert len(often.sums) <= 2 * cells
+
+
+def test_odd_bucket_keys_and_counts_in_one_flush_are_each_read_as_python_would():
+    """A batch mixing clean histograms with odd keys and counts: each odd one is handled on its own, the clean
+    ones are untouched, and keys first seen in a later batch are parsed too (values worked out by hand)."""
+    odd = {"0": 1, "x": 5, "1": 2.5, "2": "3", "3": None, "4": -6, "5": True, " 6": 2, "06": 3, "7": 2**63}
+    accumulator = Accumulator(Definitions(), Options())
+    first = ping("20261030000000", "Linux", 4)
+    first["payload"]["histograms"]["H"] = {"bucket_count": 9, "histogram_type": 1, "sum": 1, "range": [1, 8]}
+    first["payload"]["histograms"]["H"]["values"] = {"1": 1, "8": 2}
+    accumulator.add(first)
+    accumulator.flush()
+    second = copy.deepcopy(first)
+    second["payload"]["histograms"]["H"]["values"] = odd
+    accumulator.add(second)
+    accumulator.add(copy.deepcopy(first))
+    result = accumulator.finish(RunStats())
+    (row,) = [r for r in range(len(result)) if result.metrics[result.row_metric[r]][0] == "H"]
+    counts = result.histogram[result.row_offset[row] : result.row_offset[row + 1]].tolist()
+    # bounds 0..8: "0" 1; "1" 1+1 (2.5 is not an int); "5" True is 1; " 6" and "06" are 6; "7" clamped; "8" 2+2
+    assert counts == [1, 2, 0, 0, 0, 1, 5, 2**63 - 1, 4]
+    assert accumulator.dropped["bad_bucket_value"] == 4  # 2.5, "3", None, -6
+    assert accumulator.dropped["unknown_bucket"] + accumulator.dropped["bad_bucket_key"] == 1  # "x"
+    assert accumulator.overflow == 1
