@@ -2,6 +2,9 @@
 
 import copy
 
+import pytest
+
+from aggregator import extract
 from aggregator.aggregate import rebuild
 from aggregator.extract import Accumulator, Options
 from aggregator.layouts import Definitions
@@ -45,9 +48,12 @@ def test_flushing_often_gives_the_same_cells_and_bounded_arrays():
     assert len(often.sums) <= 2 * cells
 
 
-def test_odd_bucket_keys_and_counts_in_one_flush_are_each_read_as_python_would():
+@pytest.mark.parametrize("slice_size", [extract._INT_SLICE, 3], ids=["one slice", "slices of 3"])
+def test_odd_bucket_keys_and_counts_in_one_flush_are_each_read_as_python_would(monkeypatch, slice_size):
     """A batch mixing clean histograms with odd keys and counts: each odd one is handled on its own, the clean
-    ones are untouched, and keys first seen in a later batch are parsed too (values worked out by hand)."""
+    ones are untouched, and keys first seen in a later batch are parsed too (values worked out by hand). Counts
+    are converted in slices: with small ones, clean and odd slices alternate in the batch."""
+    monkeypatch.setattr(extract, "_INT_SLICE", slice_size)
     odd = {"0": 1, "x": 5, "1": 2.5, "2": "3", "3": None, "4": -6, "5": True, " 6": 2, "06": 3, "7": 2**63}
     accumulator = Accumulator(Definitions(), Options())
     first = ping("20261030000000", "Linux", 4)
@@ -67,3 +73,16 @@ def test_odd_bucket_keys_and_counts_in_one_flush_are_each_read_as_python_would()
     assert accumulator.dropped["bad_bucket_value"] == 4  # 2.5, "3", None, -6
     assert accumulator.dropped["unknown_bucket"] + accumulator.dropped["bad_bucket_key"] == 1  # "x"
     assert accumulator.overflow == 1
+
+
+def test_scalar_sums_of_ints_beside_floats_stay_exact():
+    """Sums add int(value): floats by their integer part, ints exactly, also those beyond a float's 53 bits
+    that share a batch with floats (values worked out by hand)."""
+    accumulator = Accumulator(Definitions(), Options())
+    for value in (2.7, 2**53 + 1, 0.5, 2**62 + 3):
+        sample = ping("20261030000000", "Linux", 1)
+        sample["payload"]["processes"]["parent"]["scalars"] = {"a.f": value}
+        accumulator.add(sample)
+    result = accumulator.finish(RunStats())
+    (row,) = [r for r in range(len(result)) if result.metrics[result.row_metric[r]][0] == "SCALARS_A.F"]
+    assert (int(result.sums[row]), int(result.counts[row])) == (2 + 2**53 + 1 + 0 + 2**62 + 3, 4)
