@@ -509,8 +509,8 @@ class Accumulator:
         """`values` as int64: non-ints read as 0 (and counted), ints beyond int64 clamped.
 
         `array.array("q", ...)` converts a list in one C-level pass and refuses exactly the values that need
-        more care (floats, strings, None, containers, ints beyond int64), twice as fast as testing each
-        value's type from Python, which only the refused lists then get."""
+        more care (floats, strings, None, containers, ints beyond int64), twice as fast as type-testing every
+        value first, which only the refused lists then get."""
         try:
             return np.frombuffer(array.array("q", values), dtype=np.int64)
         except (TypeError, OverflowError):
@@ -518,16 +518,8 @@ class Accumulator:
         is_int = np.fromiter(map(int.__instancecheck__, values), dtype=bool, count=len(values))
         if not is_int.all():
             self._drop(reason, int(np.count_nonzero(~is_int)))
-            values = np.array(values, dtype=object)
-            values[~is_int] = 0
-        try:
-            return np.fromiter(values, dtype=np.int64, count=len(values))
-        except OverflowError:
-            objects = np.array(values, dtype=object)
-            huge = np.array([v > INT64_MAX for v in objects.tolist()], dtype=bool)
-            self.overflow += int(np.count_nonzero(huge))
-            objects[huge] = INT64_MAX
-            return objects.astype(np.int64)
+            values = [value if ok else 0 for value, ok in zip(values, is_int.tolist(), strict=True)]
+        return self._clamped(values)
 
     def _drop(self, reason: str, count: int) -> None:
         if count:
@@ -545,14 +537,13 @@ class Accumulator:
     def _integer_parts(self, values: list) -> np.ndarray:
         """Sums add int(value): exact for ints, the integer part of floats."""
         numbers = np.asarray(values) if values else np.zeros(0, dtype=np.int64)
-        if numbers.dtype.kind in "ib":
+        # ints and floats none beyond 2**53: each int was exact as a float, and the cast truncates like int()
+        if numbers.dtype.kind in "ib" or (numbers.dtype.kind == "f" and numbers.max() < _EXACT_FLOAT):
             return numbers.astype(np.int64)
-        if numbers.dtype.kind == "f" and numbers.max() < _EXACT_FLOAT:  # ints and floats, none beyond 2**53:
-            return numbers.astype(np.int64)  # each int was exact as a float, and the cast truncates like int()
         return self._clamped(list(map(int, values)))
 
     def _clamped(self, values: list[int]) -> np.ndarray:
-        """Non-negative Python ints as int64, the ones beyond its range clamped and counted."""
+        """Python ints (none below int64's minimum) as int64, the ones beyond its maximum clamped and counted."""
         try:
             return np.asarray(values, dtype=np.int64)
         except OverflowError:
