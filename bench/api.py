@@ -7,7 +7,9 @@ The month: 30 submission dates of generated pings (3 channels, their 2 versions 
 aggregated by the job on a LocalCluster and published by the store into a database of its own. The service
 runs as `python -m server` with its response cache off, so every metric request reaches Postgres; the listing
 routes answer from the catalog it loads once per publish (server/catalog.py), which that setting leaves on. The
-load generator and the bare SQL run in this process. Server, Postgres and load share the machine's cores.
+load generator and the bare SQL run in this process. Server, Postgres and load share the machine's cores. The
+bare SQL takes its connections through the service's own first-come-first-served turns (server/queries.py), so
+that at 32 clients both sides queue alike and the p50s compare the work, not two queueing orders.
 """
 
 import argparse
@@ -23,6 +25,7 @@ from report import machine, write_section  # bench/load.py and bench/report.py, 
 
 from server import queries
 from server.app import keep_session
+from server.queries import Reader
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KEYED = "IPC_READ_MAIN_THREAD_LATENCY_MS"  # 50 labels
@@ -98,7 +101,7 @@ async def scenarios(pool: asyncpg.Pool) -> list[tuple[str, str, str, tuple]]:
     ]
 
 
-async def measure(url: str, requests: int, seconds: float, only: list[str]) -> list[str]:
+async def measure(url: str, seconds: float, only: list[str]) -> list[str]:
     """Each scenario through the service (cache off) and as bare SQL; then the unfiltered histogram with the
     response cache on, which is what repeated dashboard requests get. `only`: the scenarios whose name
     begins with one of these (all when empty)."""
@@ -113,6 +116,7 @@ async def measure(url: str, requests: int, seconds: float, only: list[str]) -> l
             reset=keep_session,
             server_settings={"plan_cache_mode": "force_generic_plan"},
         ) as pool:
+            reader = Reader(pool, acquire_timeout=30)  # its connections first come, first served, as the service's
             for _, base in servers.values():
                 await wait_for(base)
             runs = [(name, http[0], path, sql, args) for name, path, sql, args in await scenarios(pool)]
@@ -126,14 +130,15 @@ async def measure(url: str, requests: int, seconds: float, only: list[str]) -> l
                     assert status == 200, (status, path)
 
                 async def bare(sql=sql, args=args) -> None:
-                    assert await pool.fetch(sql, *args)
+                    async with reader.connection() as conn:
+                        assert await conn.fetch(sql, *args)
 
                 for call in (api, bare):  # warm up: plans, caches, connections
                     await run_load(call, 8, 40)
-                for clients in (1, 32):  # at 32, a fixed time: a p99 of thousands of answers, whatever the rate
-                    amount = {"requests": requests} if clients == 1 else {"seconds": seconds}
-                    a50, a99, arate = summary(*await run_load(api, clients, **amount))
-                    s50, s99, srate = summary(*await run_load(bare, clients, **amount))
+                for clients in (1, 32):  # a fixed time: thousands of answers whatever the rate (a fast answer's
+                    # few hundred requests last a few milliseconds, within one whim of the scheduler)
+                    a50, a99, arate = summary(*await run_load(api, clients, seconds=seconds))
+                    s50, s99, srate = summary(*await run_load(bare, clients, seconds=seconds))
                     rows.append(
                         f"| {name} | {clients} | {a50:.1f} / {a99:.1f} | {arate:,.0f} | {s50:.1f} / {s99:.1f} | "
                         f"{srate:,.0f} | {a50 / s50:.2f} |"
@@ -164,7 +169,7 @@ async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tu
         )
         await conn.close()
         facts["publish_seconds"] = seconds
-        return await measure(url, args.requests, args.seconds, args.only), facts
+        return await measure(url, args.seconds, args.only), facts
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -172,8 +177,7 @@ async def bench(args: argparse.Namespace, snapshot: str, dates: list[str]) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=3000, help="pings over the 30 days")
-    parser.add_argument("--requests", type=int, default=100, help="requests per scenario at 1 client")
-    parser.add_argument("--seconds", type=float, default=5, help="seconds of load per scenario at 32 clients")
+    parser.add_argument("--seconds", type=float, default=5, help="seconds of load per scenario and client count")
     parser.add_argument("--workdir", default=".bench")
     parser.add_argument(
         "--only",
@@ -203,9 +207,10 @@ def main() -> None:
             "Service: `python -m server`, response cache off (`API_CACHE_ENTRIES=0`) unless the row says otherwise, "
             "default pool (10); channels, dates and filters answered from its catalog, loaded once per publish. "
             "Bare SQL: the same answer computed in Postgres (histograms summed with `unnest ... GROUP BY`), "
-            "through an asyncpg pool of 10 in the load process. Load: bench/load.py's client, one kept-alive "
-            f"connection per client; {args.requests} requests at 1 client, {args.seconds:g} s at 32 clients, per "
-            "scenario and after a warm-up. Latencies in ms, p50 / p99.",
+            "through an asyncpg pool of 10 in the load process, its connections handed out first come, first served "
+            "as the service's (server/queries.py). Load: bench/load.py's client, one kept-alive connection per "
+            f"client; {args.seconds:g} s at 1 and at 32 clients, per scenario and after a warm-up. Latencies in ms, "
+            "p50 / p99.",
             "",
             "| route | clients | API p50 / p99 | API req/s | bare SQL p50 / p99 | SQL q/s | API / SQL (p50) |",
             "|---|---|---|---|---|---|---|",
