@@ -12,7 +12,8 @@ memory, on one connection: rollup, encoding, COPY into the staging table then it
 replaced (in the rollup table, with its indexes), catalog, ledger and swap. They alternate, best of --repeat,
 each after a CHECKPOINT (untimed: 430 MiB of WAL a job, and a job would otherwise write out the pages dirtied by
 the one before it, whichever it is), so the ratio holds on a noisy machine. It needs a Postgres server
-(`--dsn`, default the local one) and creates, then drops, a database of its own.
+(`--dsn`, default the local one, as a role that may CHECKPOINT: a superuser or a member of pg_checkpoint) and
+creates, then drops, a database of its own.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import io
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -77,7 +79,7 @@ def synthetic_day(rows: int, day: date, seed: int = 0) -> Aggregate:
     return Aggregate(BUILD_ID_COLUMNS, dimensions, metrics, row_dimension, row_metric, offsets, sums, counts, histogram)
 
 
-async def best_of(repeat: int, settle, *jobs) -> list[float]:
+async def best_of(repeat: int, settle: Callable[[], Awaitable], *jobs: Callable[[], Awaitable]) -> list[float]:
     """Best wall time of each job, the jobs alternating so that they share the machine's moods; `settle` runs
     untimed before each."""
     best = [float("inf")] * len(jobs)
