@@ -72,6 +72,7 @@ class Aggregate:
     counts: np.ndarray  # int64 (R,)
     histogram: np.ndarray  # int64 (N,)
     stats: RunStats = field(default_factory=RunStats)
+    undefined: frozenset[str] = frozenset()  # metric names without a definition (aggregator/bounds.py bounds them)
 
     def __len__(self) -> int:
         return len(self.row_dimension)
@@ -153,6 +154,7 @@ def rebuild(
         row_counts,
         histogram,
         stats,
+        frozenset().union(*(part.undefined for part in parts)),
     )
 
 
@@ -194,33 +196,49 @@ def shard_of(dimensions: tuple[str, ...], shards: int) -> int:
     return zlib.crc32("\0".join(drop_build_id(dimensions)).encode()) % shards
 
 
-def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
-    """The aggregate's cells dealt into `shards` disjoint aggregates by `shard_of` (rows selected as they are:
-    merging sorts them); the run's counters go with the first, so that summing the shards' counters counts each
-    file once."""
-    dimension_shard = np.array([shard_of(d, shards) for d in aggregate.dimensions], dtype=np.int64)
-    row_shard = dimension_shard[aggregate.row_dimension] if len(aggregate) else np.zeros(0, dtype=np.int64)
+def group_of(dimensions: tuple[str, ...]) -> tuple[str, str, str]:
+    """(submission date, channel, version): the group within which metric names without a definition are
+    bounded (aggregator/bounds.py)."""
+    return dimensions[0], dimensions[1], dimensions[2]
+
+
+def group_shard(dimensions: tuple[str, ...], shards: int) -> int:
+    """The reduction of every cell of a metric without a definition in a group: one reduction sees all of the
+    group's such names, so bounding them there bounds them for the whole run."""
+    return zlib.crc32("\0".join(group_of(dimensions)).encode()) % shards
+
+
+def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggregate:
+    """The aggregate's rows where `rows` (a boolean mask) is set, as they are; the tables are kept whole."""
     sizes = np.diff(aggregate.row_offset)
-    parts = []
-    for s in range(shards):
-        rows = row_shard == s
-        offsets = np.zeros(int(np.count_nonzero(rows)) + 1, dtype=np.int64)
-        np.cumsum(sizes[rows], out=offsets[1:])
-        parts.append(
-            Aggregate(
-                aggregate.columns,
-                aggregate.dimensions,
-                aggregate.metrics,
-                aggregate.row_dimension[rows],
-                aggregate.row_metric[rows],
-                offsets,
-                aggregate.sums[rows],
-                aggregate.counts[rows],
-                aggregate.histogram[np.repeat(rows, sizes)],
-                aggregate.stats if s == 0 else RunStats(),
-            )
-        )
-    return parts
+    offsets = np.zeros(int(np.count_nonzero(rows)) + 1, dtype=np.int64)
+    np.cumsum(sizes[rows], out=offsets[1:])
+    return Aggregate(
+        aggregate.columns,
+        aggregate.dimensions,
+        aggregate.metrics,
+        aggregate.row_dimension[rows],
+        aggregate.row_metric[rows],
+        offsets,
+        aggregate.sums[rows],
+        aggregate.counts[rows],
+        aggregate.histogram[np.repeat(rows, sizes)],
+        stats,
+        aggregate.undefined,
+    )
+
+
+def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
+    """The aggregate's cells dealt into `shards` disjoint aggregates: by `shard_of` their dimensions, or by
+    `group_shard` for metrics without a definition (rows selected as they are: merging sorts them); the run's
+    counters go with the first, so that summing the shards' counters counts each file once."""
+    dimension_shard = np.array([shard_of(d, shards) for d in aggregate.dimensions], dtype=np.int64)
+    row_shard = dimension_shard[aggregate.row_dimension]
+    if aggregate.undefined and len(aggregate):
+        undefined = np.array([m[0] in aggregate.undefined for m in aggregate.metrics], dtype=bool)[aggregate.row_metric]
+        grouped = np.array([group_shard(d, shards) for d in aggregate.dimensions], dtype=np.int64)
+        row_shard = np.where(undefined, grouped[aggregate.row_dimension], row_shard)
+    return [select_rows(aggregate, row_shard == s, aggregate.stats if s == 0 else RunStats()) for s in range(shards)]
 
 
 def by_submission_date(build_id: Aggregate) -> Aggregate:

@@ -7,13 +7,15 @@ int64 arrays. A partition ends as an `Aggregate` (aggregator/aggregate.py).
 """
 
 import array
+import itertools
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
+from aggregator.bounds import Limits, utf8_length
 from aggregator.buckets import scalar_buckets
 from aggregator.layouts import (
     COUNT_LAYOUT,
@@ -35,15 +37,17 @@ EXCLUDED_SCALAR_PREFIX = "browser.engagement.navigation"
 FILTER_REASONS = frozenset({"sampled_out", "channel", "channel_not_selected", "fennec", "other_date"})
 _VALID_NAME = re.compile(r"[A-Za-z0-9_\-\[\].]+\Z").match
 _FLUSH_PINGS = 500
+_VERSION_DIGITS = 9  # every version of this many digits fits a 32-bit integer
 
 
 @dataclass(frozen=True)
 class Options:
-    """Which pings the job aggregates."""
+    """Which pings the job aggregates, and the bounds on what it takes from them."""
 
     dates: frozenset[str] | None = None  # None: every submission date
     channels: frozenset[str] | None = None  # None: every aggregated channel
     include_fennec: bool = False
+    limits: Limits = field(default_factory=Limits)
 
 
 def _is_digits(text: str, length: int | None = None) -> bool:
@@ -100,6 +104,11 @@ def ping_dimensions(ping: object, options: Options) -> tuple[str, ...] | str:
         return "bad_dimension"
     if any("\x00" in f for f in (application, architecture, os_name, os_version)):
         return "bad_dimension"
+    longest = options.limits.value_bytes
+    if any(utf8_length(f) > longest for f in (application, architecture, os_name, os_version)):
+        return "long_dimension"
+    if len(version) > _VERSION_DIGITS:  # the store keeps versions as 32-bit integers
+        return "long_dimension"
     if not _payload_shape_ok(containers["payload"]):
         return "wrong_type"
     if sample_id >= 100:
@@ -142,6 +151,7 @@ class Accumulator:
     def __init__(self, definitions: Definitions, options: Options):
         self.definitions = definitions
         self.options = options
+        self.limits = options.limits
         self.dropped: Counter = Counter()
         self.overflow = 0
         self.layouts: list[Layout] = []
@@ -154,7 +164,10 @@ class Accumulator:
         self.count_layout = self._layout_id(COUNT_LAYOUT)
         self.dimensions: dict[tuple[str, ...], int] = {}
         self.metrics: list[tuple[str, str, str, int]] = []  # (name, label, process, layout id)
-        self._metric_ids: dict[tuple[str, str, str, int], int] = {}
+        self._metric_ids: dict[tuple[str, str, str, int], int] = {}  # -> id, or a refusal (_REFUSALS)
+        self._metric_width: list[int] = []  # buckets of each metric's layout
+        self._widest = 0
+        self.undefined: set[str] = set()  # names of metrics without a definition
         self._fast: dict[tuple[str, str], dict] = {}  # (process, family) -> {key in the ping: metric id}
         # rows: the cells (dimension set, metric); codes (dimension << 32 | metric) kept sorted for lookups
         self._codes = np.zeros(0, dtype=np.int64)
@@ -175,17 +188,34 @@ class Accumulator:
         return self._layout_ids[layout]
 
     def _metric(self, name: str, label: str, process: str, layout: int) -> int:
-        """Id of a metric, or -1 (counted) when its name or label cannot be stored."""
+        """Id of a metric, or a negative code (counted by its reason) when it cannot be stored."""
         key = (name, label, process, layout)
         metric = self._metric_ids.get(key)
         if metric is None:
-            valid = _VALID_NAME(name) and "\x00" not in label
-            metric = self._metric_ids[key] = len(self.metrics) if valid else -1
-            if valid:
-                self.metrics.append(key)
+            metric = self._metric_ids[key] = self._new_metric(key)
         if metric < 0:
-            self.dropped["bad_name"] += 1
+            self.dropped[_REFUSALS[-1 - metric]] += 1
         return metric
+
+    def _new_metric(self, key: tuple[str, str, str, int]) -> int:
+        """A new metric's id, or the code of why it is refused: a name or label the store cannot hold, or one
+        more name without a definition than this partition may hold (aggregator/bounds.py bounds the run)."""
+        name, label, _, layout = key
+        if len(name) > self.limits.name_length:
+            return _LONG_NAME
+        if not _VALID_NAME(name) or "\x00" in label:
+            return _BAD_NAME
+        if utf8_length(label) > self.limits.value_bytes:
+            return _LONG_LABEL
+        if name not in self.undefined and self.definitions.definition(name) is None:
+            if len(self.undefined) >= self.limits.undefined_metrics:
+                return _UNDEFINED_LIMIT
+            self.undefined.add(name)
+        width = len(self.layouts[layout].bounds)
+        self._metric_width.append(width)
+        self._widest = max(self._widest, width)
+        self.metrics.append(key)
+        return len(self.metrics) - 1
 
     def _metric_name(self, prefix: str, raw: str) -> str | None:
         """SCALARS_/SIMPLE_MEASURES_ names, cached; None for excluded scalars."""
@@ -223,7 +253,13 @@ class Accumulator:
             return _UNUSABLE
         if layout is None:
             found = ping_layout(histogram)
-            layout = self._from_ping[key] = _UNUSABLE if found is None else self._layout_id(found)
+            if found is None:
+                layout = _UNUSABLE
+            elif len(found.bounds) > self.limits.layout_buckets:
+                layout = _TOO_WIDE
+            else:
+                layout = self._layout_id(found)
+            self._from_ping[key] = layout
         return layout
 
     def _cache(self, process: str, family: str) -> dict:
@@ -238,7 +274,7 @@ class Accumulator:
         dimensions = ping_dimensions(ping, self.options)
         if type(dimensions) is str:
             return dimensions
-        histograms_before, values_before = len(self._h_metrics), len(self._s_metrics)
+        histograms_before, values_before, entries_before = len(self._h_metrics), len(self._s_metrics), len(self._h_keys)
         payload = ping["payload"]
         processes = payload.get("processes") or {}
         for process in PROCESS_TYPES:
@@ -253,12 +289,34 @@ class Accumulator:
         for process in ("content", "gpu"):
             if process in processes:
                 self._histograms(process, processes[process])
+        if self._too_wide(histograms_before, values_before):
+            for pending, before in (
+                (self._h_metrics, histograms_before),
+                (self._h_sums, histograms_before),
+                (self._h_sizes, histograms_before),
+                (self._h_keys, entries_before),
+                (self._h_values, entries_before),
+                (self._s_metrics, values_before),
+                (self._s_values, values_before),
+            ):
+                del pending[before:]
+            return "too_many_buckets"
         self._p_dimensions.append(self.dimensions.setdefault(dimensions, len(self.dimensions)))
         self._p_histograms.append(len(self._h_metrics) - histograms_before)
         self._p_values.append(len(self._s_metrics) - values_before)
         if len(self._p_dimensions) >= _FLUSH_PINGS:
             self.flush()
         return dimensions
+
+    def _too_wide(self, histograms_before: int, values_before: int) -> bool:
+        """Whether the ping's samples span more than `JOB_MAX_PING_BUCKETS` buckets of their layouts: the most
+        new cells one ping may claim. Counted exactly only when a cheap upper bound is past the limit."""
+        samples = len(self._h_metrics) - histograms_before + len(self._s_metrics) - values_before
+        if samples * self._widest <= self.limits.ping_buckets:
+            return False
+        width = self._metric_width.__getitem__
+        span = sum(map(width, self._h_metrics[histograms_before:])) + sum(map(width, self._s_metrics[values_before:]))
+        return span > self.limits.ping_buckets
 
     # Each family has a fast path through `_cache(process, family)`, from the metric's key in the ping to its
     # id, taken when the value has the common, valid shape. Everything else (first sight of a metric, layouts
@@ -282,7 +340,15 @@ class Accumulator:
             if type(by_label) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
-            self._histogram_map(process, by_label, name)
+            self._histogram_map(process, self._bounded(by_label), name)
+
+    def _bounded(self, labels: dict) -> dict:
+        """The first `JOB_MAX_LABELS` labels of a keyed metric in one ping; the rest counted and dropped."""
+        limit = self.limits.labels
+        if len(labels) <= limit:
+            return labels
+        self.dropped["too_many_labels"] += len(labels) - limit
+        return dict(itertools.islice(labels.items(), limit))
 
     def _histogram_map(self, process: str, histograms: dict, keyed_name: str | None) -> None:
         """`{name: histogram}`, or the `{label: histogram}` of the keyed histogram `keyed_name`."""
@@ -321,7 +387,7 @@ class Accumulator:
             return
         layout = self._histogram_layout(name, histogram)
         if layout < 0:
-            self.dropped["bad_layout"] += 1
+            self.dropped["layout_too_wide" if layout == _TOO_WIDE else "bad_layout"] += 1
             return
         metric = self._metric(name, label, process, layout)
         if metric < 0:
@@ -391,6 +457,7 @@ class Accumulator:
             if type(by_key) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
+            by_key = self._bounded(by_key)
             self._value_map(process, name, by_key, lambda key, n=name: (n, key.upper()), self.scalar_layout)
 
     def _simple_measures(self, process: str, measures: object) -> None:
@@ -475,14 +542,17 @@ class Accumulator:
         self._drop("unknown_bucket", int(np.count_nonzero(~found & (keys != _NOT_INT))))
         self._drop("bad_bucket_key", int(np.count_nonzero(keys == _NOT_INT)))
         positions = offsets[entry_rows[found]] + columns[found]
-        self.overflow += saturating_add_at(self.histogram, positions, values[found])
-        self.overflow += saturating_add_at(self.sums, h_rows, self._clamped(self._h_sums))
-        self.overflow += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
+        # each conversion may count values it clamps into self.overflow: converted before the adds count theirs
+        h_sums, s_sums = self._clamped(self._h_sums), self._integer_parts(self._s_values)
+        clamped = saturating_add_at(self.histogram, positions, values[found])
+        clamped += saturating_add_at(self.sums, h_rows, h_sums)
+        clamped += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
         # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
         positions = offsets[s_rows] + self._scalar_columns(row_layouts[s_rows], self._s_values)
-        self.overflow += saturating_add_at(self.histogram, positions, np.ones(len(s_rows), dtype=np.int64))
-        self.overflow += saturating_add_at(self.sums, s_rows, self._integer_parts(self._s_values))
-        self.overflow += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
+        clamped += saturating_add_at(self.histogram, positions, np.ones(len(s_rows), dtype=np.int64))
+        clamped += saturating_add_at(self.sums, s_rows, s_sums)
+        clamped += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
+        self.overflow += clamped
         self._clear_pending()
 
     def _bucket_keys(self) -> np.ndarray:
@@ -580,10 +650,14 @@ class Accumulator:
             self.counts[:rows].copy(),
             self.histogram[: self.row_offset[-1]].copy(),
             stats,
+            frozenset(self.undefined),
         )
 
 
-_UNDEFINED, _UNUSABLE = -1, -2  # layout ids of histograms without a (usable) definition
+_UNDEFINED, _UNUSABLE, _TOO_WIDE = -1, -2, -3  # layout ids of histograms without a (usable, narrow) layout
+# why a metric is refused: the code of _REFUSALS[i] is -1 - i
+_REFUSALS = ("bad_name", "long_name", "long_label", "undefined_limit")
+_BAD_NAME, _LONG_NAME, _LONG_LABEL, _UNDEFINED_LIMIT = (-1 - i for i in range(len(_REFUSALS)))
 _NOT_INT = np.iinfo(np.int64).min  # a key int() rejects; never a lower bound
 _KEY_CACHE_SIZE = 100_000
 _INT_SLICE = 4096  # bucket counts converted at once (see _nonnegative)

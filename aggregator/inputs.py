@@ -5,6 +5,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from fsspec.core import url_to_fs
 
@@ -93,21 +94,91 @@ def _split(url: str, size: int, date: str | None, blocksize: int) -> list[Chunk]
     return [Chunk(url, size, date, start, min(start + blocksize, size)) for start in starts]
 
 
-def read_lines(chunk: Chunk) -> Iterator[bytes]:
-    """The lines of a chunk; a line belongs to the byte range it starts in."""
-    fs, path = url_to_fs(chunk.url)
-    size = fs.size(path)
-    if size != chunk.size:
-        raise InputChanged(f"{size} bytes, {chunk.size} when the run started: changed while the run read it")
-    with fs.open(path, "rb", compression="infer") as f:
-        if chunk.end is None:
-            yield from f
-            return
-        if chunk.start:
-            f.seek(chunk.start - 1)
-            f.readline()  # the rest of a line that started in the previous range (or just its newline)
-        while f.tell() < chunk.end:
-            line = f.readline()
-            if not line:
+class Lines:
+    """The lines of a chunk that hold anything, read in blocks so that no line is held past `max_bytes`.
+
+    A line belongs to the byte range it starts in. Blank lines are counted in `blank`; a line longer than
+    `max_bytes` is counted in `too_long` and dropped as it is read, never held whole. Lines come without their
+    line ending or surrounding white space.
+    """
+
+    def __init__(self, chunk: Chunk, max_bytes: int) -> None:
+        self.chunk, self.max_bytes = chunk, max_bytes
+        self.blank = self.too_long = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunk = self.chunk
+        fs, path = url_to_fs(chunk.url)
+        size = fs.size(path)
+        if size != chunk.size:
+            raise InputChanged(f"{size} bytes, {chunk.size} when the run started: changed while the run read it")
+        block = min(READ_BLOCK, self.max_bytes + 1)  # a line whole inside one block is never too long
+        with fs.open(path, "rb", compression="infer") as f:
+            if chunk.end is None:
+                yield from self._split(iter(partial(f.read, block), b""), drop_first=False)
                 return
-            yield line
+            start = max(chunk.start - 1, 0)
+            f.seek(start)
+            # from the byte before the range: a line starting right at it is ours, the rest of one before is not
+            yield from self._split(_range_blocks(f, start, chunk.end, block), drop_first=chunk.start > 0)
+
+    def _split(self, blocks: Iterator[bytes], drop_first: bool) -> Iterator[bytes]:
+        pending: list[bytes] = []  # the start of a line not finished yet
+        held = 0
+        dropping = _PREVIOUS if drop_first else None  # drop the unfinished line up to its end, and why
+        for block in blocks:
+            if dropping is None and not pending and block.isspace() and (last := block.rfind(b"\n")) >= 0:
+                self.blank += block.count(b"\n")  # blank lines by the million cost one pass, not one step each
+                block = block[last + 1 :]
+            lines = block.split(b"\n")
+            tail = lines.pop()  # what follows the block's last line ending
+            if lines:  # the unfinished line ends in this block
+                first = lines[0]
+                if dropping is None and held + len(first) > self.max_bytes:
+                    dropping = _TOO_LONG
+                if dropping is not None:
+                    self.too_long += dropping is _TOO_LONG
+                    del lines[0]
+                elif pending:
+                    lines[0] = b"".join((*pending, first))
+                pending, held, dropping = [], 0, None
+                found = list(filter(None, map(bytes.strip, lines)))
+                self.blank += len(lines) - len(found)
+                yield from found
+            if dropping is None and tail:
+                held += len(tail)
+                if held > self.max_bytes:
+                    pending, held, dropping = [], 0, _TOO_LONG
+                else:
+                    pending.append(tail)
+        if dropping is _TOO_LONG:
+            self.too_long += 1
+        elif pending:
+            last = b"".join(pending).strip()
+            if last:
+                yield last
+            else:
+                self.blank += 1
+
+
+_PREVIOUS, _TOO_LONG = "previous", "too long"  # why an unfinished line is being dropped
+READ_BLOCK = 2**20
+
+
+def _range_blocks(f, position: int, end: int, size: int) -> Iterator[bytes]:
+    """Blocks of the bytes from `position` to `end`, then of the rest of the line unfinished at `end`."""
+    last = b""
+    while position < end:
+        last = f.read(min(size, end - position))
+        if not last:
+            return
+        position += len(last)
+        yield last
+    if last.endswith(b"\n"):
+        return
+    while piece := f.read(size):
+        newline = piece.find(b"\n")
+        if newline >= 0:
+            yield piece[: newline + 1]
+            return
+        yield piece

@@ -11,9 +11,11 @@ from functools import partial
 import dask
 import dask.bag as db
 from distributed import Client, LocalCluster, performance_report, progress
+from distributed.scheduler import KilledWorker
 from distributed.utils import silence_logging_cmgr
 
-from aggregator.aggregate import merge, split
+from aggregator.aggregate import split
+from aggregator.bounds import Limits, merge_bounded
 from aggregator.extract import Options
 from aggregator.inputs import DEFAULT_BLOCKSIZE, Chunk, discover
 from aggregator.layouts import Definitions
@@ -52,6 +54,7 @@ class JobConfig:
     blocksize: int = DEFAULT_BLOCKSIZE
     performance_report: str | None = None
     progress: bool = True
+    limits: Limits = field(default_factory=Limits.from_settings)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class JobSummary:
     dates: list[str]
     files: int
     pings: int
+    blank: int
     aggregated: int
     filtered: Counter
     malformed: Counter
@@ -77,7 +81,7 @@ class JobSummary:
 
         written = sum(n for kinds in self.rows.values() for n in kinds.values())
         out = [
-            f"pings read       {self.pings} from {self.files} files",
+            f"pings read       {self.pings} from {self.files} files (and {self.blank} blank lines)",
             f"aggregated       {self.aggregated}",
             f"filtered         {sum(self.filtered.values())} ({reasons(self.filtered)})",
             f"malformed        {sum(self.malformed.values())} ({reasons(self.malformed)})",
@@ -127,6 +131,7 @@ def _summary(config: JobConfig, stats: RunStats, dates: list[str], rows: dict, s
         dates=dates,
         files=len(stats.files),
         pings=stats.total("pings"),
+        blank=stats.total("blank"),
         aggregated=stats.total("aggregated"),
         filtered=stats.reasons("filtered"),
         malformed=stats.reasons("malformed"),
@@ -230,6 +235,7 @@ def _run_attrs(staged: list[Staged], date: str, definitions: Definitions) -> dic
         "inputs": [f.to_json() for f in sorted(files.files.values(), key=lambda f: f.path)],
         "pings": {
             "read": files.total("pings"),
+            "blank": files.total("blank"),
             "aggregated": sum(f.dates[date] for f in files.files.values()),
             "filtered": dict(sorted(files.reasons("filtered").items())),
             "malformed": dict(sorted(files.reasons("malformed").items())),
@@ -250,10 +256,12 @@ def _aggregate_and_stage(
         dates=frozenset(config.dates) or None,
         channels=frozenset(config.channels) if config.channels else None,
         include_fennec=config.include_fennec,
+        limits=config.limits,
     )
     shards = config.shards or shard_count(chunks)
+    combine = partial(merge_bounded, undefined_metrics=config.limits.undefined_metrics)
     report = config.performance_report
-    with performance_report(filename=report) if report else contextlib.nullcontext():
+    with performance_report(filename=report, mode="inline") if report else contextlib.nullcontext():
         say(f"Dask dashboard: {client.dashboard_link}")
         # One tree reduction per submission_date folder (chunks from elsewhere share one) and shard: the reductions
         # run in parallel, each is staged where it was reduced, and only its counters come back.
@@ -261,16 +269,17 @@ def _aggregate_and_stage(
         for chunk in chunks:
             groups.setdefault(chunk.date, []).append(chunk)
         say(f"aggregating {len(chunks)} input chunks in {len(groups) * shards} reductions into {snapshot}")
-        stages = {}
+        stages, readers = {}, {}
         for date, group in groups.items():
             aggregates = db.from_sequence(group, npartitions=len(group)).map(
                 aggregate_chunk, dask.delayed(definitions, pure=True), options
             )
+            readers[aggregates.name] = group  # task (name, i) reads group[i]
             if shards > 1:
                 aggregates = aggregates.map(split, shards)
             for s in range(shards):
                 cells = aggregates.pluck(s) if shards > 1 else aggregates
-                total = cells.reduction(merge, merge, split_every=config.split_every)
+                total = cells.reduction(combine, combine, split_every=config.split_every)
                 part = f"{'folder' if date else 'files'}-{s:03d}"
                 # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses each
                 # shard's chain and so reads and aggregates every chunk once per shard
@@ -279,4 +288,23 @@ def _aggregate_and_stage(
         if config.progress:
             progress(futures)
             say("")
-        return dict(zip(stages, client.gather(futures), strict=True))
+        try:
+            return dict(zip(stages, client.gather(futures), strict=True))
+        except KilledWorker as error:
+            raise JobFailed(worker_lost(error, readers)) from error
+
+
+def worker_lost(error: KilledWorker, readers: dict[str, list[Chunk]]) -> str:
+    """One line for a task whose workers all died (most often killed past their memory limit): what it was
+    reading, when it was reading input."""
+    name, index = error.task if isinstance(error.task, tuple) and len(error.task) == 2 else (error.task, None)
+    group = readers.get(name)
+    if group is not None and isinstance(index, int) and index < len(group):
+        chunk = group[index]
+        what = f"reading {chunk.url}" + (f" (bytes {chunk.start}-{chunk.end})" if chunk.end is not None else "")
+    else:
+        what = f"running {name}"
+    return (
+        f"{error.allowed_failures + 1} workers were lost while {what}, the last {error.last_worker.address}; "
+        "most often a worker past its memory limit: see its log"
+    )

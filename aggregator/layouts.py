@@ -85,12 +85,14 @@ def _number(value: object) -> int | None:
     return evaluate(ast.parse(str(value), mode="eval").body)
 
 
-def bucket_layout(kind: str, low: object, high: object, n: object) -> Layout | None:
-    """The layout of (low, high, n) buckets, or None when they cannot make strictly increasing bounds."""
+def bucket_layout(kind: str, low: object, high: object, n: object, repeats: bool = False) -> Layout | None:
+    """The layout of (low, high, n) buckets, or None when they cannot make strictly increasing bounds, or
+    non-decreasing ones with `repeats`: a definition's linear layout with more buckets than its range has values
+    repeats bounds, and the original served it so (docs/semantics.md); a ping's own layout may not."""
     if any(type(v) is not int for v in (low, high, n)) or not 1 <= low < high <= MAX_BOUND or n < 3:
         return None
     bounds = exponential_buckets(low, high, n) if kind == "exponential" else linear_buckets(low, high, n)
-    if any(a >= b for a, b in itertools.pairwise(bounds)):
+    if any(a > b or (a == b and not repeats) for a, b in itertools.pairwise(bounds)):
         return None
     return Layout(kind, tuple(bounds))
 
@@ -113,7 +115,8 @@ def definition_layout(definition: dict) -> Layout | None:
             return Layout(kind, tuple(range(len(labels) + 1)), (*labels, "spill"))
         if kind in ("linear", "exponential"):
             low = _number(definition.get("low")) or 1
-            return bucket_layout(kind, low, _number(definition["high"]), _number(definition["n_buckets"]))
+            high, n = _number(definition["high"]), _number(definition["n_buckets"])
+            return bucket_layout(kind, low, high, n, repeats=True)
     except (KeyError, TypeError, ValueError, SyntaxError, ZeroDivisionError):
         return None
     return None
@@ -196,14 +199,17 @@ class Definitions:
                 return definition
         return None
 
+    def definition(self, metric: str) -> dict | None:
+        """The definition of an aggregated metric name (simple measurements have none)."""
+        if metric.startswith("SCALARS_"):
+            return self.scalars.get(metric.removeprefix("SCALARS_").lower())
+        if metric.startswith("SIMPLE_MEASURES_"):
+            return None
+        return self.histogram(metric.removeprefix("[[COUNT]]_"))
+
     def description(self, metric: str) -> str | None:
         """Description of an aggregated metric name, as the API serves it."""
-        if metric.startswith("SCALARS_"):
-            spec = self.scalars.get(metric.removeprefix("SCALARS_").lower())
-        elif metric.startswith("SIMPLE_MEASURES_"):
-            return None
-        else:
-            spec = self.histogram(metric.removeprefix("[[COUNT]]_"))
+        spec = self.definition(metric)
         description = spec.get("description") if spec else None
         if isinstance(description, list):
             description = " ".join(description)

@@ -3,6 +3,7 @@
 The README's settings table is generated from `SETTINGS` (tests/test_docs.py keeps it in step).
 """
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -22,6 +23,53 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("HISTOGRAM_DEFINITIONS", None, "Histograms.json (path or URL) giving histogram bucket layouts."),
     Setting("SCALAR_DEFINITIONS", None, "Scalars.yaml (path or URL) giving scalar descriptions."),
+    # Bounds on what one ping may hold (aggregator/bounds.py, docs/reliability.md): what is past them is skipped and
+    # counted by reason, never a failed day.
+    Setting(
+        "JOB_MAX_LINE_BYTES",
+        "8388608",
+        "A longer input line is skipped unread (malformed `too_long`). Firefox sends no ping above 1 MB "
+        "compressed and nearly all main pings are under 400 kB of JSON; 8 MiB leaves room for the largest.",
+    ),
+    Setting(
+        "JOB_MAX_NAME_LENGTH",
+        "200",
+        "Longest metric name aggregated (dropped `long_name`): the API serves names of at most 200 characters.",
+    ),
+    Setting(
+        "JOB_MAX_VALUE_BYTES",
+        "1000",
+        "Longest dimension value (else the ping is malformed `long_dimension`) and label (dropped `long_label`), in "
+        "UTF-8 bytes: the API takes values of at most 1,000 characters, and a btree index entry holds 2,704 bytes.",
+    ),
+    Setting(
+        "JOB_MAX_LABELS",
+        "1000",
+        "Labels of one keyed histogram or keyed scalar in one ping; the rest are dropped (`too_many_labels`). "
+        "Firefox caps a keyed scalar at 100 keys and declared histogram keys at 30.",
+    ),
+    Setting(
+        "JOB_MAX_PING_LAYOUT_BUCKETS",
+        "1000",
+        "Widest bucket layout a ping may declare for a histogram without a definition (dropped "
+        "`layout_too_wide`); layouts from Histograms.json are not bounded. Firefox's definitions stay at a few "
+        "hundred buckets at most; a declared layout costs 8 bytes per bucket per cell however few it fills.",
+    ),
+    Setting(
+        "JOB_MAX_PING_BUCKETS",
+        "1000000",
+        "Buckets the histograms of one ping may span, summed over its histograms' layouts; a ping past it is "
+        "skipped whole (malformed `too_many_buckets`). A generated ping spans about 10,000; this bounds the "
+        "memory one ping can claim to 8 MB of new cells.",
+    ),
+    Setting(
+        "JOB_MAX_UNDEFINED_METRICS",
+        "5000",
+        "Distinct metric names without a definition (histograms laid out by the ping, scalars missing from "
+        "Scalars.yaml or without one, simple measurements) kept per channel, version and submission date: those "
+        "in the most pings are kept, the rest dropped (`undefined_limit`). Firefox has about 3,000 histograms "
+        "and scalars, so a run without definition files keeps them all.",
+    ),
     # The Postgres store (aggregator/store/, docs/store.md).
     Setting(
         "DATABASE_URL",
@@ -71,6 +119,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("API_VERSION_FILE", "/app/version.json", "JSON file served at /__version__."),
     Setting(
+        "API_METRICS_PORT",
+        None,
+        "Port that serves /metrics alone, on `API_HOST` (the API's port then answers it 404), so that the "
+        "service's internals are not public; unset: /metrics on the API's port.",
+    ),
+    Setting(
+        "API_MAX_ALLOW_BYTES",
+        "2048",
+        "Longest `Allow` header of a 405 for an unknown parameter (the URL without it); a longer one holds the "
+        "methods alone: proxies refuse headers of 4 to 8 KiB, and a URL of 64 KiB would be echoed whole.",
+    ),
+    Setting(
         "METRICS_BLACKLIST",
         r"SEARCH_COUNTS SCALARS_BROWSER\.SEARCH\..+",
         "Space-separated regexes (anchored at the start) of metrics never served nor listed.",
@@ -93,6 +153,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("AUTH_AUDIENCE", "https://aggregates.telemetry.mozilla.org/", "Audience bearer tokens must name."),
     Setting("AUTH_ISSUER", "https://auth.mozilla.auth0.com/", "Issuer bearer tokens must name."),
+    Setting(
+        "AUTH_JWKS_REFRESH_SECONDS",
+        "3600",
+        "How often the JWKS is read again (a token naming a key not held reads it at most once a minute): an "
+        "hour picks up rotated keys the same hour, at one request an hour.",
+    ),
+    Setting(
+        "AUTH_JWKS_KEEP_SECONDS",
+        "21600",
+        "While the JWKS cannot be read, the keys of its last good read check tokens for this long, then tokens "
+        "get a 503: six hours ride out an identity provider's outage, and bound how long a key withdrawn from "
+        "the JWKS meanwhile is still accepted.",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -100,6 +173,36 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 def setting(name: str) -> str | None:
     """The value of a declared setting: the environment's, else its default."""
     return os.environ.get(name, _BY_NAME[name].default)
+
+
+class SettingError(ValueError):
+    """A setting's value is not of its type: one line naming the variable and what it takes."""
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def flag(name: str) -> bool:
+    """A boolean setting, in any case: `true`, `1`, `yes`, `on` or `false`, `0`, `no`, `off` (Helm renders
+    booleans as `true`); anything else is refused rather than read as off."""
+    value = setting(name) or ""
+    if value.strip().lower() not in _BOOLEANS:
+        raise SettingError(f"{name}={value!r} is not a boolean: use true or false (or 1/0, yes/no, on/off)")
+    return _BOOLEANS[value.strip().lower()]
+
+
+def number(name: str, kind: type[int] | type[float] = int, low: float = 0, high: float | None = None) -> int | float:
+    """A numeric setting within [low, high]."""
+    value = setting(name)
+    try:
+        parsed = kind(value)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or not math.isfinite(parsed) or parsed < low or (high is not None and parsed > high):
+        span = f"from {low} to {high}" if high is not None else f"{low} or more"
+        what = "a whole number" if kind is int else "a number"
+        raise SettingError(f"{name}={value!r} is not {what} {span}")
+    return parsed
 
 
 def markdown_table() -> str:

@@ -13,6 +13,7 @@ class FileStats:
     size: int = 0
     date: str | None = None  # the submission_date=YYYYMMDD folder it was found in
     pings: int = 0
+    blank: int = 0  # blank lines, not pings
     aggregated: int = 0
     dates: Counter = field(default_factory=Counter)  # aggregated pings by submission date
     filtered: Counter = field(default_factory=Counter)
@@ -22,6 +23,7 @@ class FileStats:
     def merge(self, other: "FileStats") -> None:
         self.size = max(self.size, other.size)
         self.pings += other.pings
+        self.blank += other.blank
         self.aggregated += other.aggregated
         self.dates.update(other.dates)
         self.filtered.update(other.filtered)
@@ -34,6 +36,7 @@ class FileStats:
             "size": self.size,
             "date": self.date,
             "pings": self.pings,
+            "blank": self.blank,
             "aggregated": self.aggregated,
             "filtered": dict(sorted(self.filtered.items())),
             "malformed": dict(sorted(self.malformed.items())),

@@ -7,7 +7,7 @@ import orjson
 
 from aggregator.aggregate import Aggregate, by_submission_date, one_day
 from aggregator.extract import FILTER_REASONS, Accumulator, Options
-from aggregator.inputs import UNREADABLE, Chunk, read_lines
+from aggregator.inputs import UNREADABLE, Chunk, Lines
 from aggregator.layouts import Definitions
 from aggregator.snapshot import stage_part
 from aggregator.stats import FileStats, RunStats
@@ -35,10 +35,9 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
     # Parsed pings hold no reference cycles, so the cyclic collector would only re-scan them as they come and go.
     collecting = gc.isenabled()
     gc.disable()
+    lines = Lines(chunk, options.limits.line_bytes)
     try:
-        for line in read_lines(chunk):
-            if line.isspace():
-                continue
+        for line in lines:
             stats.pings += 1
             try:
                 ping = orjson.loads(line)
@@ -62,6 +61,10 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
     finally:
         if collecting:
             gc.enable()
+    stats.blank = lines.blank
+    stats.pings += lines.too_long
+    if lines.too_long:
+        stats.malformed["too_long"] += lines.too_long
     return accumulator.finish(RunStats(files={chunk.url: stats}))
 
 

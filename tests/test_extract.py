@@ -6,6 +6,7 @@ import pytest
 
 from aggregator import extract
 from aggregator.aggregate import rebuild
+from aggregator.bounds import Limits
 from aggregator.extract import Accumulator, Options
 from aggregator.layouts import Definitions
 from aggregator.stats import RunStats
@@ -86,3 +87,101 @@ def test_scalar_sums_of_ints_beside_floats_stay_exact():
     result = accumulator.finish(RunStats())
     (row,) = [r for r in range(len(result)) if result.metrics[result.row_metric[r]][0] == "SCALARS_A.F"]
     assert (int(result.sums[row]), int(result.counts[row])) == (2 + 2**53 + 1 + 0 + 2**62 + 3, 4)
+
+
+# ---- bounds on what one ping may hold (aggregator/bounds.py) ---------------------------------------------
+
+
+def cells_of(result) -> dict[tuple[str, str], list[int]]:
+    """{(metric name, label): bucket counts} of an aggregate with one dimension set."""
+    return {
+        result.metrics[m][:2]: result.histogram[result.row_offset[r] : result.row_offset[r + 1]].tolist()
+        for r, m in enumerate(result.row_metric.tolist())
+    }
+
+
+def linear(values: dict, n: int = 3, high: int = 2) -> dict:
+    return {"bucket_count": n, "histogram_type": 1, "sum": 1, "range": [1, high], "values": values}
+
+
+def test_names_labels_and_dimension_values_past_their_lengths_are_dropped_and_counted():
+    limits = Limits(name_length=11, value_bytes=8)  # SCALARS_A.B has 11 characters
+    accumulator = Accumulator(Definitions(), Options(limits=limits))
+    sample = ping("20261030000000", "Linux", 1)
+    sample["payload"]["histograms"] = {"H" * 11: linear({"1": 1}), "H" * 12: linear({"1": 1})}
+    # labels of 8 bytes are kept: "é" is 2 bytes in UTF-8, so "ééééx" (5 characters, 9 bytes) is not
+    sample["payload"]["keyedHistograms"] = {"K": {"k" * 8: linear({"1": 1}), "ééééx": linear({"1": 1})}}
+    assert type(accumulator.add(sample)) is tuple
+    long_os = ping("20261030000000", "Linux", 1)
+    long_os["environment"]["system"]["os"]["name"] = "ééééx"
+    assert accumulator.add(long_os) == "long_dimension"
+    long_version = ping("20261030000000", "Linux", 1)
+    long_version["application"]["version"] = "1" * 10
+    assert accumulator.add(long_version) == "long_dimension"
+    result = accumulator.finish(RunStats())
+    names = {key for key in cells_of(result) if key[0] != "SCALARS_A.B"}
+    assert names == {("H" * 11, ""), ("K", "k" * 8)}
+    assert (accumulator.dropped["long_name"], accumulator.dropped["long_label"]) == (1, 1)
+
+
+def test_labels_past_the_limit_and_wide_declared_layouts_are_dropped_and_counted():
+    accumulator = Accumulator(Definitions(), Options(limits=Limits(labels=3, layout_buckets=5)))
+    sample = ping("20261030000000", "Linux", 1)
+    sample["payload"]["keyedHistograms"] = {
+        "K": {f"l{i}": linear({"1": i}) for i in range(5)},  # the first 3 labels kept, in the ping's order
+        "W": {"a": linear({"1": 1}, n=5, high=4), "b": linear({"1": 1}, n=6, high=5)},  # 6 buckets: too wide
+    }
+    sample["payload"]["processes"]["parent"]["keyedScalars"] = {"k.s": {f"s{i}": 1 for i in range(4)}}
+    accumulator.add(sample)
+    result = accumulator.finish(RunStats())
+    assert sorted(key for key in cells_of(result) if key[0] in ("K", "W", "SCALARS_K.S")) == [
+        ("K", "l0"),
+        ("K", "l1"),
+        ("K", "l2"),
+        ("SCALARS_K.S", "S0"),
+        ("SCALARS_K.S", "S1"),
+        ("SCALARS_K.S", "S2"),
+        ("W", "a"),
+    ]
+    assert accumulator.dropped["too_many_labels"] == 2 + 1
+    assert accumulator.dropped["layout_too_wide"] == 1
+
+
+def test_a_ping_spanning_too_many_buckets_is_skipped_whole():
+    """Buckets a ping spans: its histograms' layouts, 3 each here, and 100 for each scalar (the scalar layout)."""
+    accumulator = Accumulator(Definitions(), Options(limits=Limits(ping_buckets=3 * 4 + 100)))
+    fits = ping("20261030000000", "Linux", 1)  # H and scalar a.b: 103 buckets
+    fits["payload"]["histograms"] |= {f"X{i}": linear({"1": 1}) for i in range(3)}  # 112
+    wide = copy.deepcopy(fits)
+    wide["payload"]["histograms"]["X3"] = linear({"1": 1})  # 115
+    assert type(accumulator.add(fits)) is tuple
+    assert accumulator.add(wide) == "too_many_buckets"
+    assert type(accumulator.add(copy.deepcopy(fits))) is tuple
+    result = accumulator.finish(RunStats())
+    cells = cells_of(result)
+    assert set(cells) == {("H", ""), ("SCALARS_A.B", ""), ("X0", ""), ("X1", ""), ("X2", "")}
+    assert cells[("H", "")] == [0, 2, 0] and int(result.counts.sum()) == 2 * 5  # nothing of the skipped ping
+
+
+def test_a_partition_keeps_the_first_undefined_names_up_to_the_limit():
+    """Names without a definition: histograms laid out by the ping, scalars missing from Scalars.yaml; the first
+    ones seen are kept, each later sample of another is counted."""
+    definitions = Definitions(histograms={"D": {"kind": "linear", "low": 1, "high": 2, "n_buckets": 3}})
+    accumulator = Accumulator(definitions, Options(limits=Limits(undefined_metrics=2)))
+    sample = ping("20261030000000", "Linux", 1)  # H (undefined) and SCALARS_A.B (undefined): the limit
+    sample["payload"]["histograms"] |= {"D": linear({"1": 1}), "U": linear({"1": 1})}
+    accumulator.add(sample)
+    accumulator.add(copy.deepcopy(sample))
+    result = accumulator.finish(RunStats())
+    assert set(cells_of(result)) == {("H", ""), ("SCALARS_A.B", ""), ("D", "")}
+    assert accumulator.dropped["undefined_limit"] == 2
+    assert result.undefined == {"H", "SCALARS_A.B"}
+
+
+def test_a_value_clamped_while_summing_is_counted():
+    accumulator = Accumulator(Definitions(), Options())
+    sample = ping("20261030000000", "Linux", 1)
+    sample["payload"]["processes"]["parent"]["scalars"] = {"a.huge": 2**64}
+    accumulator.add(sample)
+    result = accumulator.finish(RunStats())
+    assert result.stats.overflow == 1

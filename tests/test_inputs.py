@@ -1,12 +1,13 @@
 """Input discovery (hive folders, globs, files, URLs) and reading lines from whole files and byte ranges."""
 
 import gzip
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from aggregator.extract import Options
-from aggregator.inputs import InputError, discover, read_lines
+from aggregator.inputs import InputError, Lines, discover
 from aggregator.layouts import Definitions
 from aggregator.tasks import aggregate_chunk
 
@@ -44,7 +45,7 @@ def test_globs_files_and_file_urls(hive: Path):
     assert sorted(c.date for c in by_glob) == ["20261101", "20261102"]
     one = discover([f"file://{hive}/submission_date=20261101/a.ndjson"], [])
     assert len(one) == 1 and one[0].url.startswith("file://") and one[0].date == "20261101"
-    assert list(read_lines(one[0])) == [b'{"n": 1}\n']
+    assert list(Lines(one[0], 100)) == [b'{"n": 1}']
     with pytest.raises(InputError, match="does not exist"):
         discover([str(hive / "nope.ndjson")], [])
 
@@ -56,7 +57,7 @@ def test_byte_ranges_read_every_line_exactly_once(tmp_path: Path, blocksize: int
     path.write_bytes(b"".join(lines))
     chunks = discover([str(path)], [], blocksize=blocksize)
     assert len(chunks) == -(-path.stat().st_size // blocksize)
-    assert [line for c in chunks for line in read_lines(c)] == lines
+    assert [line for c in chunks for line in Lines(c, 100)] == [line.strip() for line in lines]
 
 
 def test_corrupt_gzip_is_reported_by_name_and_contributes_nothing(tmp_path: Path):
@@ -68,3 +69,46 @@ def test_corrupt_gzip_is_reported_by_name_and_contributes_nothing(tmp_path: Path
     stats = aggregate.stats.files[chunk.url]
     assert stats.error and "broken.ndjson.gz" in chunk.url
     assert len(aggregate) == 0
+
+
+@pytest.mark.parametrize("blocksize", [1, 7, 33, 64, 1000, None])
+def test_long_lines_and_blank_lines_are_counted_never_returned(tmp_path: Path, blocksize: int | None):
+    """Lines past the limit (40 bytes here) and blank ones (white space only, CRLF included) are counted once
+    each, whichever byte range they start in; the others come back stripped. `None`: the file gzipped whole."""
+    lines = []
+    for i in range(60):
+        lines.append(
+            [b'{"i": %d}\n' % i, b"x" * (41 + i) + b"\n", b"\n", b"  \t\r\n", b'{"pad": "%s"}\r\n' % (b"y" * 20)][i % 5]
+        )
+    data = b"".join(lines) + b"z" * 100  # a last line past the limit, without a line ending
+    path = tmp_path / ("lines.ndjson.gz" if blocksize is None else "lines.ndjson")
+    path.write_bytes(gzip.compress(data) if blocksize is None else data)
+    chunks = discover([str(path)], [], blocksize=blocksize or 2**20)
+    readers = [Lines(c, 40) for c in chunks]
+    got = [line for reader in readers for line in reader]
+    assert got == [line.strip() for line in lines if line.strip() and len(line.rstrip(b"\r\n")) <= 40]
+    assert sum(r.too_long for r in readers) == 12 + 1
+    assert sum(r.blank for r in readers) == 24
+
+
+def test_a_line_past_the_limit_is_never_held_whole(tmp_path: Path):
+    """A 64 MiB line between two pings, gzipped: read with a 1 MiB limit, the reader holds a bounded multiple of
+    its 1 MiB blocks, not the line (Python's own allocations, traced: a block of a million blank lines splits
+    into a list of 8 MiB of pointers)."""
+    path = tmp_path / "huge.ndjson.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(b'{"a": 1}\n')
+        for _ in range(64):
+            f.write(b"x" * 2**20)
+        f.write(b'\n{"b": 2}\n' + b"\n" * 2**22)  # and four million blank lines
+    (chunk,) = discover([str(path)], [])
+    reader = Lines(chunk, 2**20)
+    tracemalloc.start()
+    try:
+        got = list(reader)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [b'{"a": 1}', b'{"b": 2}']
+    assert (reader.too_long, reader.blank) == (1, 2**22)
+    assert peak < 16 * 2**20, f"{peak / 2**20:.1f} MiB held"
