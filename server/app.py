@@ -17,6 +17,7 @@ from server.auth import Authenticator
 from server.cache import ResponseCache
 from server.catalog import Catalog
 from server.config import ServerSettings
+from server.jwks import SigningKeys
 from server.keys import AUTH, CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, POOL, READER, SETTINGS
 from server.ledger import Ledger
 from server.metrics import ApiMetrics
@@ -86,7 +87,8 @@ def setup_cache(app: web.Application) -> None:
 
 def setup_auth(app: web.Application) -> None:
     settings = app[SETTINGS]
-    app[AUTH] = Authenticator(settings.jwks, settings.audience, settings.issuer)
+    keys = SigningKeys(settings.jwks, settings.jwks_refresh_seconds, settings.jwks_keep_seconds)
+    app[AUTH] = Authenticator(keys, settings.audience, settings.issuer)
     app[POLICY_TAG] = policy_tag(settings)
     app.cleanup_ctx.append(authenticator)
 

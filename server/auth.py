@@ -1,22 +1,20 @@
 """Bearer tokens: RS256 JWTs signed by a key of the configured JWKS, with the original's 403 error codes.
 
-The JWKS (a file or a URL) is cached and re-read when a token names a key it lacks, at most once a minute.
-Validated tokens are remembered for 15 minutes as the original did, but never past their own expiry.
+The keys come from server/jwks.py (read once at a time, kept through outages). Whatever a token holds, its
+problems are a 403 with a JSON body, never a 5xx: odd claim types (an `exp` that is a string, a number too large
+for a float) included. Validated tokens are remembered for 15 minutes as the original did, but never past their
+own expiry.
 """
 
 import time
 from collections import OrderedDict
-from pathlib import Path
 
-import aiohttp
 import jwt
-import orjson
 
 from server.errors import Unavailable
+from server.jwks import KeysUnavailable, SigningKeys
 
 SCOPE = "read:aggregates"
-JWKS_TTL = 3600.0
-JWKS_RETRY = 60.0
 TOKEN_TTL = 900.0
 TOKENS_KEPT = 1000
 
@@ -46,17 +44,17 @@ def bearer_token(header: str | None) -> str:
     return parts[1]
 
 
+UNPARSABLE = ("invalid_header", "Unable to parse authentication token.")
+NO_KEY = ("invalid_header", "Unable to find appropriate key")
+
+
 class Authenticator:
-    def __init__(self, jwks: str | None, audience: str, issuer: str) -> None:
-        self.jwks, self.audience, self.issuer = jwks, audience, issuer
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._read_at = -float("inf")
+    def __init__(self, keys: SigningKeys, audience: str, issuer: str) -> None:
+        self.keys, self.audience, self.issuer = keys, audience, issuer
         self._tokens: OrderedDict[str, float] = OrderedDict()  # token -> monotonic time it stops being valid
-        self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.keys.close()
 
     async def check(self, header: str | None) -> None:
         """Return if the header carries a valid token with the read scope, else raise AuthError."""
@@ -69,7 +67,14 @@ class Authenticator:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as failure:
             raise AuthError("improper_token", "Token cannot be validated") from failure
-        key = await self._key(kid)
+        if not isinstance(kid, str):
+            raise AuthError(*NO_KEY)
+        try:
+            key = await self.keys.key(kid)
+        except KeysUnavailable as failure:
+            raise Unavailable("auth_unavailable", str(failure)) from failure
+        if key is None:
+            raise AuthError(*NO_KEY)
         try:
             claims = jwt.decode(
                 token,
@@ -84,11 +89,15 @@ class Authenticator:
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.ImmatureSignatureError) as failure:
             # the original's JWT library reported a token not yet valid (nbf) as a claims error too
             raise AuthError("invalid_claims", "Incorrect claims,please check the audience and issuer") from failure
-        except jwt.PyJWTError as failure:
-            raise AuthError("invalid_header", "Unable to parse authentication token.") from failure
+        except (jwt.PyJWTError, TypeError, ValueError, OverflowError) as failure:  # odd claim types included
+            raise AuthError(*UNPARSABLE) from failure
+        expires = claims["exp"]
+        if isinstance(expires, bool) or not isinstance(expires, int | float):  # "exp": "1767225600"
+            raise AuthError(*UNPARSABLE)
         if SCOPE not in str(claims.get("scope", "")).split():
             raise AuthError("access_denied", "Access not allowed")
-        self._tokens[token] = min(now + TOKEN_TTL, now + claims["exp"] - time.time())
+        wall = time.time()  # compared before subtracting: an int exp too large for a float cannot overflow
+        self._tokens[token] = now + (TOKEN_TTL if expires > wall + TOKEN_TTL else expires - wall)
         while len(self._tokens) > TOKENS_KEPT:
             self._tokens.popitem(last=False)
 
@@ -98,35 +107,3 @@ class Authenticator:
         except AuthError:
             return False
         return True
-
-    async def _key(self, kid: object) -> jwt.PyJWK:
-        now = time.monotonic()
-        stale = now - self._read_at > JWKS_TTL
-        if stale or (kid not in self._keys and now - self._read_at > JWKS_RETRY):
-            self._keys = await self._read_jwks()
-            self._read_at = now
-        if not isinstance(kid, str) or kid not in self._keys:
-            raise AuthError("invalid_header", "Unable to find appropriate key")
-        return self._keys[kid]
-
-    async def _read_jwks(self) -> dict[str, jwt.PyJWK]:
-        if not self.jwks:
-            return {}
-        try:
-            if self.jwks.startswith(("http://", "https://")):
-                if self._session is None:
-                    self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-                async with self._session.get(self.jwks) as response:
-                    response.raise_for_status()
-                    document = orjson.loads(await response.read())
-            else:
-                document = orjson.loads(Path(self.jwks).read_bytes())
-        except (OSError, aiohttp.ClientError, orjson.JSONDecodeError, TimeoutError) as failure:
-            raise Unavailable("auth_unavailable", f"Cannot read the signing keys: {failure}") from failure
-        keys = {}
-        for entry in document.get("keys", []):
-            try:
-                keys[entry["kid"]] = jwt.PyJWK(entry, algorithm="RS256")
-            except (KeyError, jwt.PyJWTError):
-                continue  # keys of other types or uses are not ours to check
-        return keys

@@ -6,7 +6,7 @@ A frozen dataclass rather than globals, so tests build apps with `dataclasses.re
 import re
 from dataclasses import dataclass, field
 
-from aggregator.settings import setting
+from aggregator.settings import number, setting
 
 
 def _words(text: str | None, separator: str | None) -> tuple[str, ...]:
@@ -34,6 +34,10 @@ class ServerSettings:
     jwks: str | None
     audience: str
     issuer: str
+    jwks_refresh_seconds: float
+    jwks_keep_seconds: float
+    metrics_port: int | None
+    max_allow_bytes: int
     blacklist_patterns: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,4 +66,8 @@ class ServerSettings:
             jwks=setting("AUTH_JWKS"),
             audience=setting("AUTH_AUDIENCE"),
             issuer=setting("AUTH_ISSUER"),
+            jwks_refresh_seconds=number("AUTH_JWKS_REFRESH_SECONDS", float),
+            jwks_keep_seconds=number("AUTH_JWKS_KEEP_SECONDS", float),
+            metrics_port=number("API_METRICS_PORT", low=1, high=65535) if setting("API_METRICS_PORT") else None,
+            max_allow_bytes=number("API_MAX_ALLOW_BYTES"),
         )

@@ -13,7 +13,8 @@ import jwt
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import RSAAlgorithm
 
@@ -52,8 +53,23 @@ def token(keys, kid: str | None = "one", signer: str = "one", **changes) -> str:
     return jwt.encode(claims(**changes), keys[signer], "RS256", {"kid": kid} if kid else {})
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def _segment(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return _b64(json.dumps(data).encode())
+
+
+def signed(keys, header: dict, payload: bytes) -> str:
+    """A token validly signed by key "one" whatever its header and payload hold (jwt.encode checks some types)."""
+    signing_input = f"{_segment({'alg': 'RS256', 'typ': 'JWT', 'kid': 'one'} | header)}.{_b64(payload)}"
+    signature = keys["one"].sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def odd_claims(**changes) -> bytes:
+    return json.dumps(claims(**changes)).encode()
 
 
 def unsigned() -> str:
@@ -120,6 +136,14 @@ def refused_tokens(keys) -> list[tuple[dict[str, str], str, str]]:
         (bearer(token(keys, iss="https://evil/")), *BAD_CLAIMS),
         (bearer(token(keys, scope="openid")), "access_denied", "Access not allowed"),
         (bearer(token(keys, scope=None)), "access_denied", "Access not allowed"),
+        # Validly signed, with claims of the wrong type (a numeric string `exp` was a 500 on every route).
+        (bearer(signed(keys, {}, odd_claims(exp=str(now + 600)))), *UNPARSABLE),
+        (bearer(signed(keys, {}, odd_claims(exp=[now + 600]))), *UNPARSABLE),
+        (bearer(signed(keys, {}, odd_claims(iat="yesterday"))), *UNPARSABLE),
+        (bearer(signed(keys, {}, odd_claims(aud={"aud": AUDIENCE}))), *BAD_CLAIMS),
+        (bearer(signed(keys, {}, b"[1, 2]")), *UNPARSABLE),
+        (bearer(signed(keys, {"kid": ["one"]}, odd_claims())), "improper_token", "Token cannot be validated"),
+        (bearer(signed(keys, {"kid": 1}, odd_claims())), "improper_token", "Token cannot be validated"),
         (bearer(token(keys, scope="read:aggregates2 write:aggregates")), "access_denied", "Access not allowed"),
     ]
 
@@ -233,23 +257,125 @@ async def test_tokens_are_not_kept_past_their_expiry(client, keys):
     assert (await answer.json())["code"] == "token_expired"
 
 
-async def test_jwks_from_a_url_is_cached_and_its_outage_is_a_503(aiohttp_client, aiohttp_server, database_url, keys):
-    fetched = []
+class KeyServer:
+    """A JWKS over HTTP that the test breaks and mends: it counts its reads, and the most in progress at once."""
 
-    async def jwks(request: web.Request) -> web.Response:
-        fetched.append(time.monotonic())
-        return web.json_response(jwks_of(keys, "one", "two"))
+    def __init__(self, document: dict) -> None:
+        self.document, self.state, self.delay = document, "up", 0.0
+        self.reads = self.in_progress = self.most = 0
 
-    keyserver = web.Application()
-    keyserver.router.add_get("/.well-known/jwks.json", jwks)
-    server = await aiohttp_server(keyserver)
-    client = await aiohttp_client(
-        create_app(settings_for(database_url, jwks=str(server.make_url("/.well-known/jwks.json"))))
-    )
-    for kid in ("one", "two", "one"):
-        assert (await client.get("/authed", headers=bearer(token(keys, kid=kid)))).status == 200
-    assert len(fetched) == 1
-    down = await aiohttp_client(create_app(settings_for(database_url, jwks="http://127.0.0.1:9/jwks.json")))
-    answer = await down.get("/authed", headers=bearer(token(keys)))
+    async def jwks(self, request: web.Request) -> web.Response:
+        self.reads += 1
+        self.in_progress += 1
+        self.most = max(self.most, self.in_progress)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.state == "down":
+                return web.json_response({"error": "unavailable"}, status=503)
+            return web.json_response(self.document)
+        finally:
+            self.in_progress -= 1
+
+
+@pytest_asyncio.fixture
+async def keyserver(aiohttp_server, keys) -> tuple[KeyServer, str]:
+    server = KeyServer(jwks_of(keys, "one", "two"))
+    app = web.Application()
+    app.router.add_get("/.well-known/jwks.json", server.jwks)
+    running = await aiohttp_server(app)
+    return server, str(running.make_url("/.well-known/jwks.json"))
+
+
+async def api_with_keys(aiohttp_client, database_url, url: str, refresh: float = 3600, keep: float = 21600):
+    settings = settings_for(database_url, jwks=url, jwks_refresh_seconds=refresh, jwks_keep_seconds=keep)
+    return await aiohttp_client(create_app(settings))
+
+
+def fresh(keys, n: int, kid: str = "one") -> dict[str, str]:
+    """A valid token not seen before (its `jti` differs), so that the service checks it rather than remembers it."""
+    return bearer(token(keys, kid=kid, jti=f"{n}-{time.monotonic_ns()}"))
+
+
+async def assert_refused_as_unavailable(answer) -> None:
     assert answer.status == 503
-    assert (await answer.json())["code"] == "auth_unavailable"
+    assert answer.headers["Retry-After"]
+    body = await answer.json()
+    assert body["code"] == "auth_unavailable" and "signing keys" in body["description"]
+
+
+async def test_jwks_from_a_url_is_read_once_and_cached(aiohttp_client, database_url, keys, keyserver):
+    server, url = keyserver
+    client = await api_with_keys(aiohttp_client, database_url, url)
+    for n, kid in enumerate(("one", "two", "one")):
+        assert (await client.get("/authed", headers=fresh(keys, n, kid))).status == 200
+    assert server.reads == 1
+    # A key it does not hold, within the minute of a read: refused without reading again.
+    for _ in range(5):
+        answer = await client.get("/authed", headers=bearer(token(keys, kid="stranger")))
+        assert (await answer.json())["code"] == "invalid_header"
+    assert server.reads == 1
+
+
+async def test_one_read_at_a_time_however_many_tokens_wait_for_it(aiohttp_client, database_url, keys, keyserver):
+    """A slow JWKS and no keys yet: 40 requests with tokens at once cause one read, which they all wait for."""
+    server, url = keyserver
+    server.delay = 0.5
+    client = await api_with_keys(aiohttp_client, database_url, url)
+    answers = await asyncio.gather(*(client.get("/authed", headers=fresh(keys, n)) for n in range(40)))
+    assert [a.status for a in answers] == [200] * 40
+    assert (server.reads, server.most) == (1, 1)
+
+
+async def test_a_jwks_outage_is_ridden_out_with_the_keys_held_then_recovered(
+    aiohttp_client, database_url, keys, keyserver
+):
+    """Keys read again every 0.3 s and kept 2 s: the JWKS goes down, then comes back. Timeline, from the last good
+    read (t=0): a read fails at about 0.3 s, the next waits the back-off (1 s) and fails, the one after waits 2 s;
+    meanwhile the keys held check tokens until t=2, then tokens get a 503 until a read succeeds again."""
+    server, url = keyserver
+    client = await api_with_keys(aiohttp_client, database_url, url, refresh=0.3, keep=2.0)
+    assert (await client.get("/authed", headers=fresh(keys, 0))).status == 200
+    read_at = time.monotonic()
+    server.state = "down"
+    await asyncio.sleep(0.35)
+    # Within the keep time: every token checked with the keys held; public routes answer; reads back off.
+    n, answered = 0, []
+    while time.monotonic() - read_at < 1.8:
+        n += 1
+        answer = await client.get("/aggregates_by/build_id/channels/", headers=fresh(keys, n))
+        answered.append((answer.status, "release" in await answer.json()))
+        await asyncio.sleep(0.02)
+    assert set(answered) == {(200, True)} and len(answered) > 20
+    assert server.reads - 1 <= 2  # at most the two the back-off allows in 1.8 s, for all those tokens
+    # A key not held while the JWKS is down: it may be a new one, so 503 (not 403), and no read of its own.
+    await assert_refused_as_unavailable(await client.get("/authed", headers=bearer(token(keys, kid="stranger"))))
+    # Past the keep time: tokens get a 503 with a JSON body; callers without a token are not affected.
+    await asyncio.sleep(max(0.0, read_at + 2.05 - time.monotonic()))
+    await assert_refused_as_unavailable(await client.get("/authed", headers=fresh(keys, 1000)))
+    anonymous = await client.get("/aggregates_by/build_id/channels/")
+    assert anonymous.status == 200 and "release" not in await anonymous.json()
+    missing = await client.get("/authed")
+    assert (missing.status, (await missing.json())["code"]) == (403, "authorization_header_missing")
+    reads_while_down = server.reads - 1
+    # The JWKS comes back: the next read the back-off allows (within 4 s) brings tokens back.
+    server.state = "up"
+    deadline, status = time.monotonic() + 4.5, None
+    while time.monotonic() < deadline and status != 200:
+        await asyncio.sleep(0.05)
+        status = (await client.get("/authed", headers=fresh(keys, 2000))).status
+        assert status in (200, 503)
+    assert status == 200
+    assert server.reads - 1 - reads_while_down == 1  # one good read, however many requests waited for it
+    assert reads_while_down <= 3  # 0.3 s, then back-offs of 1 s and 2 s: hundreds of requests, three reads
+    assert server.most == 1
+
+
+async def test_a_jwks_never_read_is_a_503_for_tokens_only(aiohttp_client, database_url, keys, keyserver):
+    server, url = keyserver
+    server.state = "down"
+    client = await api_with_keys(aiohttp_client, database_url, url)
+    for n in range(10):
+        await assert_refused_as_unavailable(await client.get("/authed", headers=fresh(keys, n)))
+    assert server.reads == 1  # the others within the back-off
+    for path in ("/aggregates_by/build_id/channels/", "/aggregates_by/build_id/channels/nightly/dates/", "/status"):
+        assert (await client.get(path)).status == 200, path
