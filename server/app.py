@@ -3,6 +3,7 @@ steps; the database pool lives in a cleanup context, so it opens at start-up and
 
 import argparse
 import logging
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
@@ -22,6 +23,7 @@ from server.keys import AUTH, CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, POOL,
 from server.ledger import Ledger
 from server.metrics import ApiMetrics
 from server.middlewares import setup_middlewares
+from server.ops import metrics_site
 from server.policy import listed_metrics
 from server.queries import Reader
 from server.respond import policy_tag
@@ -30,6 +32,9 @@ from server.serving import serve_until_stopped
 
 MAX_URL_BYTES = 65536  # several hundred dates fit (telemetry.js splits at 4094, one client sends 256 dates)
 APPLICATION_NAME = "telemetry-aggregates-api"
+READ_WRITE_WARNING = (
+    "server: no read-only DSN (DATABASE_RO_URL or POSTGRES_RO_HOST) is set: reading with the read-write one"
+)
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:
@@ -95,6 +100,8 @@ def setup_auth(app: web.Application) -> None:
 
 def setup_metrics(app: web.Application) -> None:
     app[METRICS] = ApiMetrics()
+    if app[SETTINGS].metrics_port:
+        app.cleanup_ctx.append(metrics_site)
 
 
 def create_app(settings: ServerSettings) -> web.Application:
@@ -111,9 +118,12 @@ def create_app(settings: ServerSettings) -> web.Application:
 
 def settings_from_env(host: str | None = None, port: int | None = None, database: dict | None = None) -> ServerSettings:
     """The environment's settings; the database is the read-only DSN's unless given."""
-    database = database or connect_options(read_only=True)
     if database is None:
-        raise SystemExit("server: no database configured: set DATABASE_URL (or POSTGRES_HOST, POSTGRES_USER, ...)")
+        database = connect_options(read_only=True)
+        if database is None:
+            raise SystemExit("server: no database configured: set DATABASE_URL (or POSTGRES_HOST, POSTGRES_USER, ...)")
+        if database == connect_options():
+            print(READ_WRITE_WARNING, file=sys.stderr, flush=True)
     settings = ServerSettings.from_env(database)
     return replace(settings, host=host or settings.host, port=port or settings.port)
 

@@ -82,6 +82,9 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exception:
+        if len(exception.headers.get(hdrs.ALLOW, "")) > request.app[SETTINGS].max_allow_bytes:
+            # The URL without its unknown parameters (server/params.py) would echo up to 64 KiB: the methods instead.
+            exception.headers[hdrs.ALLOW] = ALLOWED_METHODS
         if exception.status < 400 or exception.content_type == "application/json":
             raise
         return _as_json(request, exception)

@@ -1,6 +1,7 @@
-"""Operational routes: dockerflow's three, /status, the authenticated /authed and /clear-cache, /metrics and
-/openapi.json."""
+"""Operational routes: dockerflow's three, /status, the authenticated /authed and /clear-cache, /metrics (or its
+own port's site) and /openapi.json."""
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -9,6 +10,7 @@ from aiohttp import web
 from aggregator.store.schema import SchemaError, check_schema
 from server.errors import DATABASE_ERRORS, not_found
 from server.keys import CACHE, CATALOG, METRICS, POOL, SETTINGS
+from server.metrics import ApiMetrics
 from server.openapi import spec
 from server.policy import require_auth
 
@@ -53,9 +55,33 @@ async def clear_cache(request: web.Request) -> web.Response:
     return web.Response(text="Cache Cleared")
 
 
+def _exposition(metrics: ApiMetrics) -> web.Response:
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    if request.app[SETTINGS].metrics_port:
+        raise not_found("/metrics is served on its own port.")
+    return _exposition(request.app[METRICS])
+
+
+async def metrics_site(app: web.Application) -> AsyncIterator[None]:
+    """/metrics alone on API_METRICS_PORT, for the scraper inside the cluster: the service's internals (routes,
+    pool, cache) are not told to the public port."""
+    settings = app[SETTINGS]
+
+    async def scrape(request: web.Request) -> web.Response:
+        return _exposition(app[METRICS])
+
+    side = web.Application()
+    side.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(side, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def openapi(request: web.Request) -> web.Response:

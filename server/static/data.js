@@ -53,12 +53,20 @@ export function statistic(entry, name) {
 
 export const statisticName = (name) => (name === "mean" ? "mean" : `p${name}`);
 
+/** A text cell a spreadsheet would run as a formula (it begins with =, +, -, @, a tab or a carriage return),
+ * unless it is a plain number: such a cell gets a leading quote, which spreadsheets show as text. */
+const FORMULA = /^[=+\-@\t\r]/;
+const NUMBER = /^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$/;
+
+/** CSV as RFC 4180: CRLF ends every row, a cell holding a comma, a quote, a CR or a LF is quoted (its quotes
+ * doubled), and dimension values that would run as formulas are neutralised. */
 function csv(rows) {
   const cell = (v) => {
-    const text = v === null || v === undefined ? "" : String(v);
-    return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+    let text = v === null || v === undefined ? "" : String(v);
+    if (FORMULA.test(text) && !NUMBER.test(text)) text = `'${text}`;
+    return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
   };
-  return `${rows.map((row) => row.map(cell).join(",")).join("\n")}\n`;
+  return `${rows.map((row) => row.map(cell).join(",")).join("\r\n")}\r\n`;
 }
 
 /** The distribution as CSV: a row per series and bucket. `shown` is [{name, entries}]. */
