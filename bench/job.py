@@ -1,30 +1,105 @@
-"""Benchmark of the batch job: single-core extraction + aggregation against the parsing floor, and end-to-end
-runs with 1 and 2 workers. Writes its figures, with the machine's, to a markdown file.
+"""Benchmark of the batch job. On one core: the whole `aggregator run` (what a user meets) and the job's
+in-process part, each against the parsing floor, and where the whole run's time goes; then end-to-end runs with
+1 and 2 workers. Writes its figures, with the machine's, to a markdown file.
 
     python bench/job.py --pings 20000 --output docs/benchmarks.md
 
-The floor is what no aggregator can beat: gzip decompression plus `orjson.loads` of every line. Both are
-measured in the same run, alternating, best of --repeat, so the ratio holds on a noisy machine.
+The floor is what no aggregator can beat: gzip decompression plus `orjson.loads` of every line. The single-core
+jobs run in the same rounds, alternating, everything pinned to one core, best of --repeat, so that their ratios
+hold on a noisy machine.
+
+The phases come from Dask's own record of the command's tasks: this module is the scheduler's preload in the
+timed runs (`dask_setup`), and logs every task's compute interval by key prefix. Dask fuses a chain of bag tasks
+into one task named after some of its functions only, so the time by function comes from a second run of the
+same command with the bag optimisation off (`DASK_BAG_OPTIMIZE=False`), where each function is its own task.
 """
 
 import argparse
 import contextlib
 import gzip
+import os
 import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.utils import key_split
 from report import machine, write_section  # bench/report.py, beside this file
 
 from aggregator.extract import Options
-from aggregator.generate import generate_corpus
 from aggregator.inputs import discover
 from aggregator.job import JobConfig, run_job, shard_count
 from aggregator.layouts import Definitions
 from aggregator.tasks import aggregate_chunk
+
+CORE = max(os.sched_getaffinity(0))  # the single-core rounds' core: core 1 of two
+AGGREGATOR = Path(sys.executable).with_name("aggregator")  # the command installed beside this interpreter
+TASK_LOG = "BENCH_JOB_TASK_LOG"  # environment variable: where the scheduler's preload writes the task log
+
+# The job's functions, as they name their Dask tasks, and their phases. A task named after none of them is
+# Dask's own (DASK_OWN: bag bookkeeping, the delayed definitions) or "other", so that renamed or new tasks show
+# in the table instead of failing it.
+PHASES = {
+    "aggregate_chunk": "extraction",
+    "split": "split",
+    "pluck": "split",
+    "merge": "reduction",
+    "stage_reduction": "rollup and staging",
+}
+EXTRACTION = "extraction"
+DASK_OWN = {"from_sequence", "finalize", "Definitions"}
+SCHEDULING = "Dask: scheduling, its own tasks, gaps between tasks"
+STARTUP = "start-up: process start until the first ping is read"
+CLUSTER = "the cluster's work: first ping read until the last task ends"
+COMMIT = "commit: after the last task until the command exits"
+BURST = 0.01  # seconds: lines printed this close to the one before are one burst in the table of moments
+
+
+@dataclass
+class Timeline:
+    """A timed job, in seconds since the epoch (the clock of Dask's task log): its start and end and, for the
+    command's runs, each task's key prefix with its compute interval, and each line printed with when."""
+
+    started: float
+    ended: float
+    tasks: list[tuple[str, float, float]] = field(default_factory=list)
+    lines: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+class TaskLog(SchedulerPlugin):
+    """Every task's compute interval as its worker reports it, written out as JSON when the scheduler closes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tasks: list[tuple[str, float, float]] = []
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        for interval in kwargs.get("startstops", ()):
+            if interval["action"] == "compute":
+                self.tasks.append((key_split(key), interval["start"], interval["stop"]))
+
+    async def close(self) -> None:
+        Path(self.path).write_bytes(orjson.dumps(self.tasks))
+
+
+def dask_setup(scheduler) -> None:
+    """The scheduler's preload in the command's timed runs (distributed.scheduler.preload): keeps their task log."""
+    if path := os.environ.get(TASK_LOG):
+        scheduler.add_plugin(TaskLog(path))
 
 
 def floor(files: list[str]) -> int:
@@ -47,15 +122,148 @@ def aggregate(files: list[str], definitions: Definitions) -> int:
     return pings
 
 
-def best_of(repeat: int, *jobs) -> list[float]:
-    """Best wall time of each job, the jobs alternating so that they share the machine's moods."""
-    best = [float("inf")] * len(jobs)
-    for _ in range(repeat):
-        for i, job in enumerate(jobs):
-            started = time.perf_counter()
-            job()
-            best[i] = min(best[i], time.perf_counter() - started)
-    return best
+def stopwatch(job: Callable[[], object]) -> Callable[[], Timeline]:
+    """`job`, timed."""
+
+    def timed() -> Timeline:
+        started = time.time()
+        job()
+        return Timeline(started, time.time())
+
+    return timed
+
+
+def best_of(repeat: int, *jobs: Callable[[], Timeline]) -> list[Timeline]:
+    """Each job's fastest round, the jobs alternating so that they share the machine's moods."""
+    rounds = [[job() for job in jobs] for _ in range(repeat)]
+    return [min(runs, key=lambda run: run.seconds) for runs in zip(*rounds, strict=True)]
+
+
+@contextlib.contextmanager
+def pinned(core: int) -> Iterator[None]:
+    """This process on `core` alone (what it starts inherits it), then back on the cores it had."""
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of the command's runs: this module as its scheduler's preload, and output unbuffered so
+    that each line is timed as it is printed."""
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(Path(__file__).resolve().parent)) if p]
+    return os.environ | {
+        "PYTHONPATH": os.pathsep.join(path),
+        "PYTHONUNBUFFERED": "1",
+        "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": f"['{Path(__file__).stem}']",
+        **extra,
+    }
+
+
+def command_run(corpus, snapshot: Path, env: dict[str, str]) -> Timeline:
+    """`aggregator run` on one worker process into a fresh snapshot, the whole process tree pinned to CORE."""
+    shutil.rmtree(snapshot, ignore_errors=True)
+    dates = [arg for date in corpus.dates for arg in ("--date", date)]
+    command = ["taskset", "-c", str(CORE), str(AGGREGATOR), "run", "--input", corpus.output, *dates]
+    command += ["--snapshot", str(snapshot), "--workers", "1", "--no-publish", "--no-progress"]
+    command += ["--definitions", corpus.histograms_definitions]
+    with tempfile.TemporaryDirectory() as tmp:
+        log, errors = Path(tmp, "tasks.json"), Path(tmp, "stderr")
+        with errors.open("w") as stderr:
+            started = time.time()
+            with subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env | {TASK_LOG: str(log)}
+            ) as process:
+                lines = [(time.time(), line.rstrip("\n")) for line in process.stdout]
+            ended = time.time()
+        if process.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{errors.read_text()}")
+        tasks = [tuple(task) for task in orjson.loads(log.read_bytes())] if log.exists() else []
+    return Timeline(started, ended, tasks, lines)
+
+
+def phase_of(prefix: str) -> str:
+    """A task's phase, from the job's functions its key prefix names (a fused task's names them all)."""
+    words = prefix.split("-")
+    phases = dict.fromkeys(PHASES[word] for word in words if word in PHASES)
+    if phases:
+        return " + ".join(phases)
+    return SCHEDULING if DASK_OWN.intersection(words) else "other"
+
+
+def milestones(run: Timeline) -> tuple[float, float]:
+    """When the first ping was read (the first extraction task began, or the first task when none is known as
+    one) and when the last task ended."""
+    extraction = [start for prefix, start, _ in run.tasks if EXTRACTION in phase_of(prefix)]
+    return min(extraction or [start for _, start, _ in run.tasks]), max(stop for _, _, stop in run.tasks)
+
+
+def stages(run: Timeline) -> dict[str, float]:
+    """The run's start-up, the cluster's work and its commit; empty when no Dask task was recorded."""
+    if not run.tasks:
+        return {}
+    first, last = milestones(run)
+    return {STARTUP: first - run.started, CLUSTER: last - first, COMMIT: run.ended - last}
+
+
+def by_phase(run: Timeline) -> dict[str, float]:
+    """The cluster's work by phase, each labelled with the task prefixes in it: the time of its tasks, and the
+    rest (Dask's own tasks, scheduling, waiting) as SCHEDULING."""
+    first, last = milestones(run)
+    seconds: dict[str, float] = defaultdict(float)
+    prefixes: dict[str, set[str]] = defaultdict(set)
+    for prefix, start, stop in run.tasks:
+        if start >= first:
+            phase = phase_of(prefix)
+            seconds[phase] += stop - start
+            prefixes[phase].add(prefix)
+    seconds[SCHEDULING] = last - first - sum(t for phase, t in seconds.items() if phase != SCHEDULING)
+    known = list(dict.fromkeys(PHASES.values()))
+    order = sorted(seconds, key=lambda p: (p == SCHEDULING, known.index(p) if p in known else len(known), p))
+    return {f"{p} ({', '.join(f'`{prefix}`' for prefix in sorted(prefixes[p]))})": seconds[p] for p in order}
+
+
+def phase_table(whole: Timeline, phased: Timeline) -> list[str]:
+    """Where the time of each run went: start-up, the cluster's work (by phase, from the run without fusion),
+    commit."""
+
+    def cells(seconds: float | None, run: Timeline) -> str:
+        return " | " if seconds is None else f"{seconds:.2f} | {seconds / run.seconds:.0%}"
+
+    rows = [
+        "| phase | whole run: seconds | share | phase run: seconds | share |",
+        "|---|---|---|---|---|",
+    ]
+    measured = [(whole, stages(whole)), (phased, stages(phased))]
+    for stage in (STARTUP, CLUSTER, COMMIT):
+        rows.append(f"| {stage} | " + " | ".join(cells(split.get(stage), run) for run, split in measured) + " |")
+        if stage == CLUSTER and phased.tasks:
+            rows += [f"| - {label} | | | {cells(seconds, phased)} |" for label, seconds in by_phase(phased).items()]
+    rows.append(f"| the whole run | {cells(whole.seconds, whole)} | {cells(phased.seconds, phased)} |")
+    return rows
+
+
+def moments(run: Timeline) -> list[str]:
+    """A command's run as a table of moments: what it printed (a burst of lines as its first), when it read its
+    first ping and ended its last task, when it exited."""
+    events = [(run.started, "process started")]
+    if run.tasks:
+        first, last = milestones(run)
+        events += [(first, "first ping read (the first extraction task began)"), (last, "last task ended")]
+    bursts: list[tuple[float, str, int]] = []  # (when, first line, lines after it within BURST seconds)
+    for i, (t, line) in enumerate(run.lines):
+        if i and t - run.lines[i - 1][0] <= BURST:
+            bursts[-1] = (*bursts[-1][:2], bursts[-1][2] + 1)
+        else:
+            bursts.append((t, line, 0))
+    for t, line, more in bursts:
+        text = (line[:48] + "…" * (len(line) > 48)).replace("|", "\\|").replace("`", "'")
+        events.append((t, f"printed `{text}`" + (f" and {more} more lines" if more else "")))
+    events.append((run.ended, "process exited"))
+    rows = ["| seconds since the command started | the whole run |", "|---|---|"]
+    return rows + [f"| {t - run.started:.2f} | {what} |" for t, what in sorted(events)]
 
 
 def end_to_end(corpus, workers: int, snapshot: Path, shards: int | None = None) -> tuple[float, list[int]]:
@@ -80,6 +288,10 @@ def end_to_end(corpus, workers: int, snapshot: Path, shards: int | None = None) 
 
 
 def main() -> None:
+    # Imported here, not with the rest: this module is also the scheduler's preload in the timed runs, whose
+    # start-up it must not lengthen with the generator's imports.
+    from aggregator.generate import generate_corpus
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -93,7 +305,15 @@ def main() -> None:
     mib = corpus.bytes_uncompressed / 2**20
     definitions = Definitions.load(corpus.histograms_definitions)
 
-    floor_s, job_s = best_of(args.repeat, lambda: floor(corpus.files), lambda: aggregate(corpus.files, definitions))
+    load = os.getloadavg()[0]
+    with pinned(CORE):
+        floor_run, job_run, whole, phased = best_of(
+            args.repeat,
+            stopwatch(lambda: floor(corpus.files)),
+            stopwatch(lambda: aggregate(corpus.files, definitions)),
+            lambda: command_run(corpus, workdir / "snapshot-run", command_env()),
+            lambda: command_run(corpus, workdir / "snapshot-run", command_env(DASK_BAG_OPTIMIZE="False")),
+        )
     runs = {n: end_to_end(corpus, n, workdir / f"snapshot-{n}") for n in (1, 2)}
     half = generate_corpus(
         str(workdir / f"corpus-{args.pings // 2}"), pings=args.pings // 2, days=2, seed=5, files_per_day=4
@@ -102,24 +322,36 @@ def main() -> None:
     unsharded = end_to_end(corpus, 2, workdir / "snapshot-unsharded", shards=1)
     shards = {c.pings: shard_count(discover([c.output], c.dates)) for c in (corpus, half)}
 
-    def per_second(seconds: float) -> str:
-        return f"{seconds:.2f} | {corpus.pings / seconds:,.0f} | {mib / seconds:.1f}"
+    def single_core(label: str, run: Timeline) -> str:
+        s = run.seconds
+        return f"| {label} | {s:.2f} | {corpus.pings / s:,.0f} | {mib / s:.1f} | {floor_run.seconds / s:.2f} |"
 
     def memory(peaks: list[int]) -> str:
         return ", ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
 
     host = machine("numpy", "orjson", "dask")
     rows = [
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {host}.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {host}; load average {load:.1f} when it began.",
         "",
         f"Corpus: {corpus.pings} generated pings ({corpus.malformed} malformed), {mib:.0f} MiB of JSON in "
         f"{len(corpus.files)} gzip files (`aggregator generate --pings {args.pings} --days 2 --seed 5 "
         "--files-per-day 8`).",
         "",
-        f"| single core, best of {args.repeat} | seconds | pings/s | MiB/s of JSON | throughput vs floor |",
+        f"| one core (`taskset -c {CORE}`), rounds alternating, best of {args.repeat} | seconds | pings/s "
+        "| MiB/s of JSON | throughput vs floor |",
         "|---|---|---|---|---|",
-        f"| floor: gunzip + `orjson.loads` of every line | {per_second(floor_s)} | 1.00 |",
-        f"| extraction + aggregation (what a worker does) | {per_second(job_s)} | {floor_s / job_s:.2f} |",
+        single_core("floor: gunzip + `orjson.loads` of every line", floor_run),
+        single_core("extraction + aggregation in one process (`aggregate_chunk` over every file)", job_run),
+        single_core("`aggregator run --workers 1 --no-publish`, the whole run: what a user meets", whole),
+        single_core("the same with `DASK_BAG_OPTIMIZE=False`, each function its own task (the phase run)", phased),
+        "",
+        "Where the time of the two runs went, each in its fastest round. Start-up, the cluster's work and the "
+        "commit of each run come from the times of its tasks in Dask's task log and of its process; the cluster's "
+        "work by phase from the phase run alone, since Dask fuses the whole run's tasks across phases.",
+        "",
+        *phase_table(whole, phased),
+        "",
+        *moments(whole),
         "",
         "| end to end on a LocalCluster (start-up included) | seconds | speed-up | peak RSS per worker |",
         "|---|---|---|---|",
