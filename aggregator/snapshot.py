@@ -6,6 +6,7 @@ a run, and a failed job leaves every date as it was.
 """
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -43,6 +44,27 @@ def _strings(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=object) if values else np.zeros(0, dtype=str)
 
 
+def _repeats_filled(aggregate: Aggregate) -> np.ndarray:
+    """The histogram with the count of a bound that repeats in its layout (docs/semantics.md) under each of its
+    columns: the job counts a bucket key in the first, and the original completed a histogram by re-indexing
+    its counts onto the bounds, which puts a bound's count at every position of it."""
+    fills = {}
+    for layout in {m[3] for m in aggregate.metrics}:
+        first: dict[int, int] = {}
+        source = np.array([first.setdefault(bound, column) for column, bound in enumerate(layout.bounds)])
+        if len(first) < len(source):
+            fills[layout] = source
+    if not fills:
+        return aggregate.histogram
+    fill_of = {layout: i for i, layout in enumerate(fills)}
+    row_fill = np.array([fill_of.get(m[3], -1) for m in aggregate.metrics], dtype=np.int64)[aggregate.row_metric]
+    index = np.arange(len(aggregate.histogram))
+    for i, source in enumerate(fills.values()):
+        starts = aggregate.row_offset[:-1][row_fill == i][:, None]
+        index[(starts + np.arange(len(source))).ravel()] = (starts + source).ravel()
+    return aggregate.histogram[index]
+
+
 def _arrays(aggregate: Aggregate) -> dict[str, np.ndarray]:
     """The run's arrays, named as in docs/snapshot.md."""
     layouts = sorted({m[3] for m in aggregate.metrics}, key=lambda x: (x.kind, x.bounds, x.names or ()))
@@ -67,7 +89,7 @@ def _arrays(aggregate: Aggregate) -> dict[str, np.ndarray]:
         "rows/sum": aggregate.sums,
         "rows/count": aggregate.counts,
         "rows/offset": aggregate.row_offset,
-        "histogram": aggregate.histogram,
+        "histogram": _repeats_filled(aggregate),
     }
     return arrays
 
@@ -150,12 +172,30 @@ def store_exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def check_location(url: str) -> None:
+    """Refuse, before any work, a store that could not be written: a file, or a local path under a file or in
+    a folder this user may not write."""
+    fs, path = url_to_fs(url)
+    if fs.exists(path) and not fs.isdir(path):
+        raise SnapshotError(f"the snapshot {url} is a file, not a folder")
+    if not isinstance(fs, LocalFileSystem):
+        return
+    folder = path
+    while not fs.exists(folder):
+        folder = fs._parent(folder)
+    if not fs.isdir(folder):
+        raise SnapshotError(f"the snapshot {url} cannot be created: {folder} is a file")
+    if not os.access(folder, os.W_OK):
+        raise SnapshotError(f"the snapshot {url} cannot be written: no permission to write in {folder}")
+
+
 def discard_run(url: str, run_id: str, whole_store: bool = False) -> None:
     """Delete what a run staged in every date folder (a job that failed its checks after staging), or the
-    whole store when the run created it."""
+    whole store when the run created it (if it staged anything: input that was all malformed stages nothing)."""
     fs, path = url_to_fs(url)
     if whole_store:
-        fs.rm(path, recursive=True)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
         return
     for folder in fs.glob(f"{path.rstrip('/')}/*/*/{run_id}"):
         fs.rm(folder, recursive=True)

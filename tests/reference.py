@@ -46,6 +46,8 @@ Decisions where docs/semantics.md leaves room (each one is a choice of this orac
   is 1.
 - Two bucket keys naming the same bound (`"5"` and `"05"`, or `" 5"`) are summed when completing (the
   original's pandas re-index kept only one of them).
+- A bound that repeats in a layout gets its count at each of its positions: the original's pandas re-index of
+  `{int(key): count}` onto the bounds fills every position of a repeated index label.
 - The metric-name check (`A-Z a-z 0-9 _ - [ ] .`) applies to the final metric name (after the prefix and
   the upper-casing); the NUL check applies to the final label.
 - The fixed layouts are chosen by metric-name prefix: `SCALARS_` and `[[COUNT]]_` ->
@@ -58,10 +60,11 @@ Decisions where docs/semantics.md leaves room (each one is a choice of this orac
   (`JS::gcreason::NUM_TELEMETRY_REASONS` = 101, `mozilla::StartupTimeline::MAX_EVENT_ID` = 12, `80 + 1`)
   and integer arithmetic (`+ - * /`, `/` floors as Python 2 did) are evaluated.
 - A layout is usable when low, high and n are ints (not bools), `1 <= low < high`, `n >= 3` and the bounds
-  are strictly increasing. A ping's own layout must also have `high <= 2**31 - 1` and `n <= 16383`
-  (Firefox's `kSampleType_MAX` and `kBucketCount_MAX - 1`). A histogram whose metric is defined but whose
-  definition is unusable (unknown kind, missing or bad numbers) is skipped; it never falls back to the
-  ping's layout.
+  are strictly increasing; a definition's bounds may also repeat (a linear one with more buckets than its
+  range has values), as the original served them. A ping's own layout must also have
+  `high <= 2**31 - 1` and `n <= 16383` (Firefox's `kSampleType_MAX` and `kBucketCount_MAX - 1`). A
+  histogram whose metric is defined but whose definition is unusable (unknown kind, missing or bad numbers)
+  is skipped; it never falls back to the ping's layout.
 - For a metric without definition the layout is `(low, high, n) = (range[0], range[1], bucket_count)` for
   every histogram type (boolean and flag included); `exponential_buckets` for type 0, `linear_buckets`
   otherwise; a type other than 0, 1, 2, 3, 5 has no layout and the histogram is skipped.
@@ -192,14 +195,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _layout(kind: str, low: Any, high: Any, n: Any) -> Layout | None:
+def _layout(kind: str, low: Any, high: Any, n: Any, repeats: bool = False) -> Layout | None:
     """`(kind, bounds)` for `(low, high, n)`, or None when unusable (see the module docstring)."""
     if not (_is_int(low) and _is_int(high) and _is_int(n)):
         return None
     if not (1 <= low < high and n >= 3):
         return None
     bounds = exponential_buckets(low, high, n) if kind == "exponential" else linear_buckets(low, high, n)
-    if any(a >= b for a, b in itertools.pairwise(bounds)):
+    if any(a > b for a, b in itertools.pairwise(bounds)):
+        return None
+    if not repeats and any(a == b for a, b in itertools.pairwise(bounds)):
         return None
     return kind, tuple(bounds)
 
@@ -275,7 +280,7 @@ def _definition_layout(definition: Any) -> Layout | None:
         n_buckets = _definition_field(definition, "n_buckets")
         if low is None:
             return None
-        return _layout(kind, low or 1, high, n_buckets)
+        return _layout(kind, low or 1, high, n_buckets, repeats=True)
     return None
 
 
@@ -614,14 +619,16 @@ def _clamp(value: int) -> int:
 
 
 def _complete(layout: Layout, acc: Acc) -> Cell:
-    """Dense counts over the layout: keys re-indexed by `int(key)`, non-bounds dropped, all clamped."""
+    """Dense counts over the layout: keys re-indexed by `int(key)` (onto every position of a repeated
+    bound), non-bounds dropped, all clamped."""
     kind, bounds = layout
-    position = {bound: index for index, bound in enumerate(bounds)}
+    positions: dict[int, list[int]] = {}
+    for index, bound in enumerate(bounds):
+        positions.setdefault(bound, []).append(index)
     counts = [0] * len(bounds)
     for key, value in acc["histogram"].items():
-        bound = int(key)
-        if bound in position:
-            counts[position[bound]] += value
+        for index in positions.get(int(key), []):
+            counts[index] += value
     return kind, bounds, tuple(_clamp(c) for c in counts), _clamp(acc["sum"]), _clamp(acc["count"])
 
 

@@ -738,6 +738,20 @@ def test_layouts_from_definitions(name: str, layout: tuple) -> None:
     assert key[-1] == layout and c[:2] == layout
 
 
+def test_a_definition_may_repeat_bounds_and_each_repeat_gets_the_count() -> None:
+    # linear_buckets(1, 3, 6): b[i] = int((2i + 2) / 4 + 0.5) = 1, 2, 2, 3, 3 for i = 1..5. The original
+    # re-indexed {int(key): count} onto these bounds, which fills every position of a repeated one.
+    definitions = {"REP": {"kind": "linear", "low": 1, "high": 3, "n_buckets": 6}}
+    h = hist({"1": 2, "2": 4, "3": 1}, 9, 1, range=[1, 3], bucket_count=6)
+    c = cell(run(make_ping(payload={"histograms": {"REP": h}}), definitions=definitions), "REP")
+    assert c == ("linear", (0, 1, 2, 2, 3, 3), (0, 2, 4, 4, 1, 1), 9, 1)
+
+
+def test_a_ping_layout_may_not_repeat_bounds() -> None:
+    h = hist({"1": 2}, 2, 1, range=[1, 3], bucket_count=6)
+    assert not run(make_ping(payload={"histograms": {"UNDEFINED": h}})).build_id
+
+
 def test_builtin_rules_without_definitions_file() -> None:
     h = hist({"1": 1}, 1, 0, range=[1, 5], bucket_count=6)
     payload = {"histograms": {"EVENTLOOP_UI_LAG_EXP_MS": h, "USE_COUNTER2_Z_DOCUMENT": h, "LIN": h}}
