@@ -24,6 +24,10 @@ from aggregator.stats import RunStats
 from aggregator.tasks import Staged, aggregate_chunk, stage_reduction
 
 SHARD_BYTES = 32 * 2**20
+# A worker is given a task only when it has a thread free for it: a task's input is read in one go, so nothing
+# is gained by queueing on workers, and a worker that dies then takes only the task it was running with it (the
+# one whose file the run names).
+CLUSTER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
 MAX_SHARDS = 64
 
 
@@ -104,6 +108,8 @@ def connect(config: JobConfig) -> Iterator[Client]:
             client = Client(address)
         except OSError as error:
             raise SchedulerLost(f"cannot reach the Dask scheduler at {address}: {error}") from error
+        except (TypeError, RuntimeError) as error:  # distributed's: tls:// without certificates, tcp:// refused
+            raise SchedulerLost(f"cannot connect to the Dask scheduler at {address}: {error}") from error
         try:
             yield client
         finally:
@@ -114,6 +120,7 @@ def connect(config: JobConfig) -> Iterator[Client]:
         return
     workers = config.workers or os.cpu_count() or 1
     with (
+        dask.config.set(CLUSTER_CONFIG),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -274,12 +281,13 @@ def _aggregate_and_stage(
             aggregates = db.from_sequence(group, npartitions=len(group)).map(
                 aggregate_chunk, dask.delayed(definitions, pure=True), options
             )
-            readers[aggregates.name] = group  # task (name, i) reads group[i]
+            readers[_token(aggregates.name)] = group
             if shards > 1:
                 aggregates = aggregates.map(split, shards)
             for s in range(shards):
                 cells = aggregates.pluck(s) if shards > 1 else aggregates
                 total = cells.reduction(combine, combine, split_every=config.split_every)
+                readers[_token(total.key)] = group  # its first tasks may be fused with the reading ones
                 part = f"{'folder' if date else 'files'}-{s:03d}"
                 # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses each
                 # shard's chain and so reads and aggregates every chunk once per shard
@@ -294,11 +302,17 @@ def _aggregate_and_stage(
             raise JobFailed(worker_lost(error, readers)) from error
 
 
+def _token(name: str) -> str:
+    """The token that ends a Dask layer's name; a task that reads chunk i of a group is named `aggregate_chunk-`,
+    possibly fused with the tasks after it, then the token of the last of them, and numbered i."""
+    return name.rsplit("-", 1)[-1]
+
+
 def worker_lost(error: KilledWorker, readers: dict[str, list[Chunk]]) -> str:
     """One line for a task whose workers all died (most often killed past their memory limit): what it was
     reading, when it was reading input."""
-    name, index = error.task if isinstance(error.task, tuple) and len(error.task) == 2 else (error.task, None)
-    group = readers.get(name)
+    name, index = error.task if isinstance(error.task, tuple) and len(error.task) == 2 else (str(error.task), None)
+    group = readers.get(_token(name)) if name.startswith(f"{aggregate_chunk.__name__}-") else None
     if group is not None and isinstance(index, int) and index < len(group):
         chunk = group[index]
         what = f"reading {chunk.url}" + (f" (bytes {chunk.start}-{chunk.end})" if chunk.end is not None else "")

@@ -4,6 +4,7 @@ docs/reliability.md, "Job faults"."""
 
 import asyncio
 import contextlib
+import gzip
 import os
 import random
 import shutil
@@ -14,19 +15,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import dask
 import numpy as np
 import pytest
 import zarr
-from distributed import Client
+from distributed import Client, LocalCluster
 
 from aggregator.aggregate import Aggregate, merge
+from aggregator.bounds import Limits
 from aggregator.extract import Options
 from aggregator.generate import generate_corpus
 from aggregator.inputs import discover
-from aggregator.job import JobFailed, check_input, run_job
+from aggregator.job import CLUSTER_CONFIG, JobFailed, check_input, run_job
 from aggregator.layouts import Definitions
 from aggregator.snapshot import KINDS, SnapshotError, list_dates, read_attrs, read_run
 from aggregator.stats import FileStats, RunStats
@@ -422,3 +426,32 @@ def test_a_file_failing_after_part_of_it_was_read_cannot_be_skipped(tmp_path):
     assert whole.total("pings") == 0 and whole.errors
     with pytest.raises(JobFailed, match=f"no pings aggregated for {corpus.dates[0]}"):  # skipped: nothing is left
         check_input(cfg, whole, corpus.dates)
+
+
+def test_a_worker_lost_to_memory_fails_the_run_with_one_line_naming_its_file(corpus, tmp_path: Path):
+    """A 400 MiB line, with the line bound raised past it, in a worker allowed 400 MiB and configured as the job
+    configures its own cluster: the worker's nanny kills it past its limit, and the run fails with one line naming
+    the file it was reading (no retry: allowed failures 0). The snapshot is not written."""
+    day = tmp_path / "input" / "submission_date=20261101"
+    day.mkdir(parents=True)
+    shutil.copy(Path(corpus.files[0]), day / "good.ndjson.gz")
+    with gzip.open(day / "huge.ndjson.gz", "wb", compresslevel=1) as out:
+        for _ in range(400):
+            out.write(b"x" * 2**20)
+    job = replace(
+        config(corpus, tmp_path / "snap"),
+        inputs=[str(tmp_path / "input")],
+        dates=["20261101"],
+        limits=replace(Limits.from_settings(), line_bytes=2**31),
+    )
+    with (
+        dask.config.set(CLUSTER_CONFIG | {"distributed.scheduler.allowed-failures": 0}),
+        LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="400MiB", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        pytest.raises(JobFailed) as failed,
+    ):
+        run_job(job, client=client, say=lambda *_: None)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("1 workers were lost while reading file://") and "huge.ndjson.gz" in message
+    assert not (tmp_path / "snap").exists() or not list_dates(str(tmp_path / "snap"))
