@@ -2,16 +2,22 @@
 validated with kubernetes-validate and yamllint) against the real CLI and API, and `make stack` end to end."""
 
 import asyncio
+import base64
 import contextlib
+import ipaddress
 import json
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +25,8 @@ import asyncpg
 import dask.config
 import pytest
 import yaml
+from cryptography import x509
+from distributed.security import Security
 
 from aggregator.cli import parser
 from aggregator.settings import SETTINGS
@@ -103,6 +111,26 @@ def container_ports(container: dict) -> dict[str, int]:
 
 def option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
+
+
+def workloads(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o["kind"] in {"Deployment", "Job", "CronJob"}]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    """The container's plain environment values (not those read from a Secret or the downward API)."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def secrets_of(container: dict) -> dict[str, tuple[str, str]]:
+    """{variable: (secret, key)} of what the container reads from Secrets, one variable at a time or whole."""
+    found = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert not [e for e in container.get("envFrom", []) if "secretRef" in e]  # never a whole Secret
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +280,7 @@ def test_api_deployment_service_hpa_pdb_and_probes(default_objects):
     (container,) = pod_spec(deployment)["containers"]
     args = parser().parse_args(container["args"])
     assert args.command == "serve" and args.host == "0.0.0.0"
-    assert container_ports(container) == {"http": args.port}
+    assert container_ports(container) == {"http": args.port, "metrics": int(env_of(container)["API_METRICS_PORT"])}
     routes = api_routes()
     assert container["livenessProbe"]["httpGet"] == {"path": "/__lbheartbeat__", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/__heartbeat__", "port": "http"}
@@ -273,16 +301,15 @@ def test_api_deployment_service_hpa_pdb_and_probes(default_objects):
     pdb = find(default_objects, "PodDisruptionBudget", "-api")
     assert pdb["spec"]["selector"]["matchLabels"] == selector
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
-    # Settings and secrets come from the ConfigMap and the Secret; pods restart when they change.
-    env_from = {next(iter(e.values()))["name"] for e in container["envFrom"]}
-    assert env_from == {"ta-telemetry-aggregates-config", "ta-telemetry-aggregates-secrets"}
+    # Settings come from the ConfigMap (secrets: test_each_pod_gets_the_secrets_it_uses); pods restart on changes.
+    assert container["envFrom"] == [{"configMapRef": {"name": "ta-telemetry-aggregates-config"}}]
     assert {"checksum/config", "checksum/secret"} <= set(deployment["spec"]["template"]["metadata"]["annotations"])
 
 
 def test_settings_are_declared_ones(default_objects):
     config = find(default_objects, "ConfigMap", "-config")
     assert set(config["data"]) <= SETTING_NAMES
-    assert config["data"]["DASK_SCHEDULER_ADDRESS"] == "tcp://ta-telemetry-aggregates-scheduler:8786"
+    assert config["data"]["DASK_SCHEDULER_ADDRESS"] == "tls://ta-telemetry-aggregates-scheduler:8786"
     secret = find(default_objects, "Secret", "-secrets")
     assert set(secret["stringData"]) <= SETTING_NAMES
     assert secret["stringData"]["DATABASE_URL"].startswith("postgresql://")
@@ -296,6 +323,7 @@ def test_scheduler_and_workers(default_objects, everything_objects):
     ports = container_ports(container)
     assert ports == {"tcp-comm": 8786, "http-dashboard": 8787}
     assert int(params["port"]) == ports["tcp-comm"] and params["dashboard_address"] == ":8787"
+    assert params["protocol"] == "tls"
     # /health is a route of the scheduler's and the workers' HTTP servers.
     assert "distributed.http.health" in dask.config.get("distributed.scheduler.http.routes")
     assert "distributed.http.health" in dask.config.get("distributed.worker.http.routes")
@@ -318,10 +346,11 @@ def test_scheduler_and_workers(default_objects, everything_objects):
             for a in container["args"]
         ]
         params = parse_dask([a.replace("$(POD_NAME)", "worker-0") for a in args])
-        assert params["scheduler"] == "tcp://ta-telemetry-aggregates-scheduler:8786"
+        assert params["scheduler"] == "tls://ta-telemetry-aggregates-scheduler:8786"
         assert (params["nthreads"], params["memory_limit"], params["n_workers"]) == (2, "4294967296", "1")
-        http = container_ports(container)["http"]
-        assert params["dashboard_address"] == f":{http}"
+        ports = container_ports(container)
+        assert params["dashboard_address"] == f":{ports['http']}"
+        assert (int(params["worker_port"]), int(params["nanny_port"])) == (ports["tcp-worker"], ports["tcp-nanny"])
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
         assert worker["spec"]["replicas"] == (2 if objects is default_objects else 4)
@@ -356,14 +385,12 @@ def test_cronjob_runs_yesterday_against_the_scheduler(default_objects, tmp_path)
         [f"{before - timedelta(days=1):%Y%m%d}"],
         [f"{datetime.now(UTC).date() - timedelta(days=1):%Y%m%d}"],
     )
-    assert args.scheduler == "tcp://ta-telemetry-aggregates-scheduler:8786"
+    assert args.scheduler == "tls://ta-telemetry-aggregates-scheduler:8786"
     assert args.input == ["s3://telemetry-pings/main"] and args.snapshot == "s3://telemetry-aggregates/snapshot"
     assert not args.no_publish
-    # Its settings (the DSN: the job publishes) come from the same ConfigMap and Secret as the API's.
-    assert {next(iter(e.values()))["name"] for e in container["envFrom"]} == {
-        "ta-telemetry-aggregates-config",
-        "ta-telemetry-aggregates-secrets",
-    }
+    # Its settings come from the same ConfigMap as the API's; its DSN is the read-write one (it publishes).
+    assert container["envFrom"] == [{"configMapRef": {"name": "ta-telemetry-aggregates-config"}}]
+    assert secrets_of(container) == {"DATABASE_URL": ("ta-telemetry-aggregates-secrets", "DATABASE_URL")}
 
 
 def test_backfill_is_off_by_default_and_covers_the_range(default_objects, everything_objects):
@@ -389,19 +416,22 @@ def test_migrations_run_before_install_and_upgrade(default_objects, everything_o
     # Before the release's objects exist: its DSN comes from a hook Secret created earlier.
     hook_secret = find(default_objects, "Secret", "-migrate")
     assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
-    assert container["envFrom"] == [{"secretRef": {"name": hook_secret["metadata"]["name"]}}]
+    assert secrets_of(container) == {"DATABASE_URL": (hook_secret["metadata"]["name"], "DATABASE_URL")}
+    assert "envFrom" not in container
     # With an existing secret, that secret.
     migrate = find(everything_objects, "Job", "-migrate")
     (container,) = pod_spec(migrate)["containers"]
-    assert container["envFrom"] == [{"secretRef": {"name": "telemetry-aggregates-db"}}]
+    assert secrets_of(container) == {"DATABASE_URL": ("telemetry-aggregates-db", "DATABASE_URL")}
 
 
-def test_existing_secret_replaces_the_chart_secret(everything_objects):
+def test_existing_secrets_replace_the_chart_secrets(everything_objects):
     assert not [o for o in everything_objects if o["kind"] == "Secret"]
-    for obj in everything_objects:
-        if obj["kind"] in {"Deployment", "CronJob"} or obj["metadata"]["name"].endswith("backfill-20261028-20261103"):
-            (container,) = pod_spec(obj)["containers"]
-            assert {"secretRef": {"name": "telemetry-aggregates-db"}} in container["envFrom"]
+    names = set()
+    for obj in workloads(everything_objects):
+        (container,) = pod_spec(obj)["containers"]
+        names |= {name for name, _ in secrets_of(container).values()}
+        names |= {v["secret"]["secretName"] for v in pod_spec(obj)["volumes"] if "secret" in v}
+    assert names == {"telemetry-aggregates-db", "telemetry-aggregates-dask-certificates"}
 
 
 def test_service_monitor(default_objects, everything_objects):
@@ -411,12 +441,289 @@ def test_service_monitor(default_objects, everything_objects):
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     services = [o for o in everything_objects if o["kind"] == "Service"]
     ports = {p["name"] for s in services for p in s["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "http-dashboard"} <= ports
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "http-dashboard"} <= ports
+    metrics = find(everything_objects, "Service", "-api-metrics")
+    api = find(everything_objects, "Deployment", "-api")
+    assert metrics["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+    (container,) = pod_spec(api)["containers"]
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": container_ports(container)["metrics"], "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert "metrics" not in {p["name"] for p in find(everything_objects, "Service", "-api")["spec"]["ports"]}
     assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
     assert "/metrics" in api_routes()
     assert "distributed.http.scheduler.prometheus" in dask.config.get("distributed.scheduler.http.routes")
     components = next(e for e in monitor["spec"]["selector"]["matchExpressions"] if e["key"].endswith("component"))
     assert set(components["values"]) == {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in services}
+
+
+# --- secrets, Dask TLS and network policies ---------------------------------------------------------------
+
+COMPONENT = "app.kubernetes.io/component"
+
+
+def by_component(objects: list[dict]) -> dict[str, dict]:
+    """The container of each workload, by its component label (api, scheduler, worker, job, backfill, migrate)."""
+    found = {}
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        labels = (obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"])["template"]
+        (container,) = spec["containers"]
+        found[labels["metadata"]["labels"][COMPONENT]] = container
+    return found
+
+
+@pytest.mark.parametrize(
+    ("secret", "api_reads"),
+    [
+        ({"databaseUrl": "postgresql://rw:w@db:5432/telemetry"}, "DATABASE_URL"),
+        (
+            {
+                "databaseUrl": "postgresql://rw:w@db:5432/telemetry",
+                "databaseRoUrl": "postgresql://ro:r@replica/telemetry",
+            },
+            "DATABASE_RO_URL",
+        ),
+        ({"existingSecret": "mine"}, "DATABASE_URL"),
+        ({"existingSecret": "mine", "existingSecretHasReadOnlyUrl": True}, "DATABASE_RO_URL"),
+    ],
+)
+def test_each_pod_gets_the_secrets_it_uses(secret, api_reads):
+    """The Dask pods no DSN (a client that got in could read their environment), the jobs and the migration the
+    read-write one, the API the read-only one when there is one."""
+    objects = render(values_file("default") | {"secret": secret})
+    containers = by_component(objects)
+    assert set(containers) == {"api", "scheduler", "worker", "job", "migrate"}
+    read = {component: set(secrets_of(container)) for component, container in containers.items()}
+    assert read == {
+        "api": {api_reads, "AUTH_JWKS"},
+        "scheduler": set(),
+        "worker": set(),
+        "job": {"DATABASE_URL"},
+        "migrate": {"DATABASE_URL"},
+    }
+    optional = {
+        e["name"] for e in containers["api"]["env"] if e.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
+    }
+    assert optional == {"AUTH_JWKS"}
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    for container in containers.values():
+        for name, key in secrets_of(container).values():
+            if secret.get("existingSecret"):
+                assert name == "mine"
+            elif key not in optional:  # the chart's Secret holds every key a pod needs
+                assert key in secrets[name]["stringData"]
+    # Nothing in the ConfigMap every pod reads is a secret.
+    config = find(objects, "ConfigMap", "-config")["data"]
+    assert not {"DATABASE_URL", "DATABASE_RO_URL", "POSTGRES_PASS", "AUTH_JWKS"} & set(config)
+
+
+def test_dask_speaks_tls_alone_with_the_charts_certificates(default_objects, tmp_path):
+    """What the scheduler, the workers and the job read (distributed's own parsing of their variables), and the
+    chart's certificates: a scheduler context and a job's context shake hands over a socket pair."""
+    containers = by_component(default_objects)
+    roles = {"scheduler": "scheduler", "worker": "worker", "job": "client"}
+    tls = find(default_objects, "Secret", "-dask-tls")
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    for name, value in tls["data"].items():
+        (folder / name).write_bytes(base64.b64decode(value))
+    for component, role in roles.items():
+        container = containers[component]
+        config = dask.config.collect_env(env_of(container))["distributed"]["comm"]
+        assert config["require_encryption"] is True
+        files = {config["tls"]["ca_file"], config["tls"][role]["cert"], config["tls"][role]["key"]}
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "dask-tls"]
+        assert mount["readOnly"] and {f.rpartition("/")[0] for f in files} == {mount["mountPath"]}
+        assert {f.rpartition("/")[2] for f in files} == set(tls["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert containers["scheduler"]["args"][:3] == ["scheduler", "--protocol", "tls"]
+    assert "dask-tls" not in {m["name"] for m in containers["api"]["volumeMounts"]}  # the API is no Dask client
+    ca = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((folder / "tls.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    paths = {
+        f"tls_{role}_{part}": str(folder / f"tls.{kind}")
+        for role in roles.values()
+        for part, kind in (("cert", "crt"), ("key", "key"))
+    }
+    security = Security(tls_ca_file=str(folder / "ca.crt"), require_encryption=True, **paths)
+    server = security.get_listen_args("scheduler")["ssl_context"]
+    client = security.get_connection_args("client")["ssl_context"]
+    assert handshake(server, client) == "ok"
+    stranger = ssl.create_default_context()  # a client without the cluster's certificate
+    stranger.check_hostname, stranger.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        handshake(server, stranger)
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
+    """A TLS handshake between the two contexts over a socket pair, then one byte each way: "ok", or the error."""
+    left, right = socket.socketpair()
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(left, server_side=True) as tls:
+                tls.sendall(tls.recv(1))
+        except (ssl.SSLError, OSError) as failure:
+            failures.append(failure)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(right) as tls:
+            tls.sendall(b"k")
+            answer = tls.recv(1)
+    finally:
+        thread.join(timeout=10)
+    if failures:
+        raise failures[0]
+    if answer != b"k":
+        raise ConnectionError("the server closed the connection")
+    return "ok"
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as NetworkPolicies see it: labels, namespace (None: outside the cluster), address, named ports."""
+
+    labels: dict
+    namespace: str | None
+    ip: str
+    ports: dict
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector, as the API server reads it."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for term in selector.get("matchExpressions", []):
+        key, values, operator = term["key"], term.get("values", []), term["operator"]
+        present = key in labels
+        if not {
+            "In": present and labels[key] in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
+            return False
+    return True
+
+
+def peer_matches(peer: dict, namespace: str, other: Pod) -> bool:
+    if "ipBlock" in peer:
+        address = ipaddress.ip_address(other.ip)
+        block = peer["ipBlock"]
+        excluded = any(address in ipaddress.ip_network(e) for e in block.get("except", []))
+        return address in ipaddress.ip_network(block["cidr"]) and not excluded
+    if other.namespace is None:
+        return False
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": other.namespace})
+    else:
+        in_namespace = other.namespace == namespace
+    return in_namespace and selects(peer.get("podSelector", {}), other.labels)
+
+
+def policy_allows(policies: list[dict], direction: str, subject: Pod, peer: Pod, target: Pod, port: int) -> bool:
+    """Whether the policies selecting `subject` let this connection through in one direction (no policy: yes)."""
+    rules, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [
+        p
+        for p in policies
+        if subject.namespace == NAMESPACE
+        and direction in p["spec"].get("policyTypes", ["Ingress"])
+        and selects(p["spec"]["podSelector"], subject.labels)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get(rules, []):
+            ports = rule.get("ports") or [{}]
+            port_ok = any(target.ports.get(e.get("port"), e.get("port", port)) == port for e in ports)
+            if port_ok and (not rule.get(peers) or any(peer_matches(x, NAMESPACE, peer) for x in rule[peers])):
+                return True
+    return False
+
+
+def reaches(policies: list[dict], source: Pod, target: Pod, port: int) -> bool:
+    return policy_allows(policies, "Egress", source, target, target, port) and policy_allows(
+        policies, "Ingress", target, source, target, port
+    )
+
+
+NAMESPACE = "telemetry"
+MANAGED_DATABASE = "10.20.0.5"  # in everything-values.yaml's networkPolicy.database.cidr
+
+
+def pods_of(objects: list[dict]) -> dict[str, Pod]:
+    """The chart's pods (labels and ports as rendered), and others: in the namespace, elsewhere, outside."""
+    pods = {}
+    for n, obj in enumerate(workloads(objects)):
+        template = (obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"])["template"]
+        (container,) = template["spec"]["containers"]
+        labels = template["metadata"]["labels"]
+        pods[labels[COMPONENT]] = Pod(labels, NAMESPACE, f"10.0.0.{n + 1}", container_ports(container))
+    return pods | {
+        "intruder": Pod({"app": "intruder"}, NAMESPACE, "10.0.1.1", {}),
+        "elsewhere": Pod({"app": "other"}, "elsewhere", "10.0.1.2", {}),
+        "prometheus": Pod({"app": "prometheus"}, "monitoring", "10.0.1.3", {}),
+        "postgres": Pod({"app.kubernetes.io/name": "postgresql"}, NAMESPACE, "10.0.1.4", {"postgres": 5432}),
+        "managed-database": Pod({}, None, MANAGED_DATABASE, {}),
+        "object-store": Pod({}, None, "52.216.8.1", {}),
+        "browser": Pod({}, None, "203.0.113.9", {}),
+    }
+
+
+# (source, target, port, reachable) with everything-values.yaml: who may reach what, and who may not.
+REACHABLE = [
+    *[(source, "scheduler", 8786, True) for source in ("worker", "job", "backfill")],
+    *[(source, "scheduler", 8786, False) for source in ("api", "migrate", "intruder", "elsewhere", "browser")],
+    ("prometheus", "scheduler", 8787, True),
+    ("intruder", "scheduler", 8787, False),
+    *[(source, "worker", port, True) for source in ("scheduler", "worker", "job") for port in (8789, 8790)],
+    *[(source, "worker", 8789, False) for source in ("api", "intruder", "elsewhere")],
+    ("prometheus", "worker", 8788, True),
+    ("intruder", "worker", 8788, False),
+    *[(source, "api", 8000, True) for source in ("browser", "intruder", "elsewhere")],
+    ("prometheus", "api", 9090, True),
+    *[(source, "api", 9090, False) for source in ("browser", "intruder")],
+    *[(source, "postgres", 5432, True) for source in ("api", "job", "backfill", "migrate")],
+    *[(source, "postgres", 5432, False) for source in ("scheduler", "worker", "intruder")],
+    *[(source, "managed-database", 5432, True) for source in ("api", "job", "backfill", "migrate")],
+    *[(source, "managed-database", 5432, False) for source in ("scheduler", "worker")],
+    ("worker", "object-store", 443, True),
+    ("scheduler", "object-store", 443, False),
+    ("scheduler", "api", 8000, False),
+    *[(source, target, 8080, False) for source in ("intruder", "worker") for target in ("job", "backfill", "migrate")],
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "port", "reachable"), REACHABLE, ids=[f"{s}->{t}:{p}" for s, t, p, _ in REACHABLE]
+)
+def test_network_policies_open_only_what_each_pod_uses(everything_objects, source, target, port, reachable):
+    policies = [o for o in everything_objects if o["kind"] == "NetworkPolicy"]
+    pods = pods_of(everything_objects)
+    assert reaches(policies, pods[source], pods[target], port) is reachable
+
+
+def test_network_policies_by_default(default_objects):
+    """On by default; without monitoring peers nothing reaches the metrics ports, and no database policy."""
+    policies = [o for o in default_objects if o["kind"] == "NetworkPolicy"]
+    assert {p["metadata"]["name"].removeprefix("ta-telemetry-aggregates-") for p in policies} == {
+        "scheduler",
+        "worker",
+        "api",
+        "jobs",
+    }
+    pods = pods_of(default_objects)
+    assert reaches(policies, pods["worker"], pods["scheduler"], 8786)
+    assert not reaches(policies, pods["prometheus"], pods["scheduler"], 8787)
+    assert not reaches(policies, pods["prometheus"], pods["api"], 9090)
+    assert reaches(policies, pods["browser"], pods["api"], 8000)
+    assert reaches(policies, pods["worker"], pods["managed-database"], 5432)  # no range given: not known
+    assert not reaches(policies, pods["scheduler"], pods["managed-database"], 5432)
 
 
 BAD_VALUES = [

@@ -49,7 +49,46 @@ app.kubernetes.io/part-of: telemetry-aggregates
 {{- end }}
 
 {{- define "ta.schedulerAddress" -}}
-{{- printf "tcp://%s-scheduler:%d" (include "ta.fullname" .) (int .Values.scheduler.port) }}
+{{- printf "tls://%s-scheduler:%d" (include "ta.fullname" .) (int .Values.scheduler.port) }}
+{{- end }}
+
+{{- define "ta.daskTlsSecretName" -}}
+{{- default (printf "%s-dask-tls" (include "ta.fullname" .)) .Values.dask.tls.existingSecret }}
+{{- end }}
+
+{{/*
+Dask TLS for one role (scheduler, worker or client), in distributed's own configuration variables: every
+connection is TLS, and both ends show a certificate the cluster's CA signed. Takes a dict: root and role.
+*/}}
+{{- define "ta.daskTlsEnv" -}}
+- name: DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION
+  value: "True"
+- name: DASK_DISTRIBUTED__COMM__TLS__CA_FILE
+  value: {{ .root.Values.dask.tls.mountPath }}/ca.crt
+- name: DASK_DISTRIBUTED__COMM__TLS__{{ upper .role }}__CERT
+  value: {{ .root.Values.dask.tls.mountPath }}/tls.crt
+- name: DASK_DISTRIBUTED__COMM__TLS__{{ upper .role }}__KEY
+  value: {{ .root.Values.dask.tls.mountPath }}/tls.key
+{{- end }}
+
+{{/* A secret setting read from the Secret: the chart's, or the one you manage. Takes a dict: root, key, optional. */}}
+{{- define "ta.secretEnv" -}}
+- name: {{ .key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ta.secretName" .root }}
+      key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end }}
+
+{{/* The API's secrets: the read-only DSN when there is one (else the read-write one, which it says at start-up)
+and the JWKS. */}}
+{{- define "ta.apiSecretEnv" -}}
+{{- $readOnly := ternary .Values.secret.existingSecretHasReadOnlyUrl .Values.secret.databaseRoUrl (ne .Values.secret.existingSecret "") }}
+{{- include "ta.secretEnv" (dict "root" . "key" (ternary "DATABASE_RO_URL" "DATABASE_URL" (not (empty $readOnly)))) }}
+{{ include "ta.secretEnv" (dict "root" . "key" "AUTH_JWKS" "optional" true) }}
 {{- end }}
 
 {{/* Pod-level settings every workload shares. */}}
@@ -72,15 +111,24 @@ tolerations:
 {{- end }}
 {{- end }}
 
-{{/* Volumes: a writable /tmp (the root filesystem is read-only) and the optional shared data claim. */}}
+{{/*
+Volumes: a writable /tmp (the root filesystem is read-only), the optional shared data claim and, for the Dask
+pods (daskTls), the cluster's certificates. Take a dict: root and daskTls.
+*/}}
 {{- define "ta.volumes" -}}
 volumes:
   - name: tmp
     emptyDir: {}
-  {{- if .Values.storage.existingClaim }}
+  {{- if .root.Values.storage.existingClaim }}
   - name: data
     persistentVolumeClaim:
-      claimName: {{ .Values.storage.existingClaim }}
+      claimName: {{ .root.Values.storage.existingClaim }}
+  {{- end }}
+  {{- if .daskTls }}
+  - name: dask-tls
+    secret:
+      secretName: {{ include "ta.daskTlsSecretName" .root }}
+      defaultMode: 0440
   {{- end }}
 {{- end }}
 
@@ -88,13 +136,18 @@ volumes:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
-  {{- if .Values.storage.existingClaim }}
+  {{- if .root.Values.storage.existingClaim }}
   - name: data
-    mountPath: {{ .Values.storage.mountPath }}
+    mountPath: {{ .root.Values.storage.mountPath }}
+  {{- end }}
+  {{- if .daskTls }}
+  - name: dask-tls
+    mountPath: {{ .root.Values.dask.tls.mountPath }}
+    readOnly: true
   {{- end }}
 {{- end }}
 
-{{/* A container's image, security context and settings (the ConfigMap, then the Secret). */}}
+{{/* A container's image, security context and settings (the ConfigMap); each workload adds the secrets it uses. */}}
 {{- define "ta.container" -}}
 image: {{ include "ta.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -103,14 +156,32 @@ securityContext:
 envFrom:
   - configMapRef:
       name: {{ include "ta.fullname" . }}-config
-  - secretRef:
-      name: {{ include "ta.secretName" . }}
 {{- end }}
 
-{{/* Restart pods when the settings or the chart-managed secret change. */}}
+{{/* Restart pods when the settings, or the chart-managed secrets they read, change. */}}
 {{- define "ta.checksums" -}}
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
 checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{- define "ta.daskChecksums" -}}
+checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/dask-tls: {{ include (print $.Template.BasePath "/dask-tls-secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* Selects this release's pods of the given components. Takes a dict: root and components. */}}
+{{- define "ta.podsOf" -}}
+podSelector:
+  matchExpressions:
+    - key: app.kubernetes.io/name
+      operator: In
+      values: [{{ include "ta.name" .root | quote }}]
+    - key: app.kubernetes.io/instance
+      operator: In
+      values: [{{ .root.Release.Name | quote }}]
+    - key: app.kubernetes.io/component
+      operator: In
+      values: [{{ range $i, $c := .components }}{{ if $i }}, {{ end }}{{ $c | quote }}{{ end }}]
 {{- end }}
 
 {{/* `aggregator run`'s options after --date: input, snapshot, scheduler and the configured extras. */}}
