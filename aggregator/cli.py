@@ -1,16 +1,31 @@
 """The `aggregator` command line: run, publish, db, generate, demo, serve."""
 
 import argparse
+import asyncio
+import logging
+import multiprocessing
 import re
+import shlex
+import signal
+import socket
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 
 from aggregator.inputs import InputError
 from aggregator.job import JobConfig, JobFailed, run_job
-from aggregator.settings import setting
+from aggregator.settings import SettingError, setting
+from aggregator.snapshot import check_location
 from aggregator.store.commands import ERRORS as STORE_ERRORS
 from aggregator.store.commands import add_commands, db_command, publish_after_run, publish_command
+from aggregator.store.connect import configured, connect
+
+INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT (128 + 2)
+
+
+class CommandError(RuntimeError):
+    """A command cannot do its work (a busy port, a publish that failed after the job): said in one line."""
 
 
 def _date(text: str) -> str:
@@ -23,18 +38,33 @@ def _date(text: str) -> str:
     return text
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("a fraction is between 0 and 1")
+def _number(text: str, kind: type[int] | type[float], low: float, high: float) -> int | float:
+    """A number in [low, high], or argparse's one-line error saying what is expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        what = "a whole number" if kind is int else "a number"
+        span = f"from {low} to {high}" if high != float("inf") else f"of at least {low}"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what} {span}")
     return value
+
+
+def _fraction(text: str) -> float:
+    return _number(text, float, 0, 1)
 
 
 def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return value
+    return _number(text, int, 1, float("inf"))
+
+
+def _count(text: str) -> int:
+    return _number(text, int, 0, float("inf"))
+
+
+def _port(text: str) -> int:
+    return _number(text, int, 1, 65535)
 
 
 def _add_run(commands: argparse._SubParsersAction) -> None:
@@ -61,7 +91,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         metavar="ADDRESS",
         help="Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)",
     )
-    run.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    run.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: one per core)")
     run.add_argument(
         "--channels",
         type=lambda s: [c for c in s.split(",") if c],
@@ -93,7 +123,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--performance-report", metavar="FILE", help="write Dask's HTML performance report")
     run.add_argument(
         "--split-every",
-        type=int,
+        type=_positive,
         default=4,
         help="fan-in of the tree reduction (a worker holds about this many partitions' aggregates at once)",
     )
@@ -112,11 +142,11 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 def _add_generate(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser("generate", help="write synthetic pings and matching definitions")
     generate.add_argument("--output", required=True, metavar="DIR")
-    generate.add_argument("--pings", type=int, default=1000)
-    generate.add_argument("--days", type=int, default=1)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--pings", type=_count, default=1000)
+    generate.add_argument("--days", type=_positive, default=1)
+    generate.add_argument("--seed", type=_count, default=0)
     generate.add_argument("--start-date", type=_date, default="20261101")
-    generate.add_argument("--files-per-day", type=int, default=2)
+    generate.add_argument("--files-per-day", type=_positive, default=2)
     generate.add_argument("--malformed-fraction", type=_fraction, default=0.02)
     generate.add_argument("--plain", action="store_true", help="write .ndjson instead of .ndjson.gz")
 
@@ -124,15 +154,16 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="generate sample pings, run the job, publish, serve: end to end")
     demo.add_argument("--workdir", default=".demo", metavar="DIR")
-    demo.add_argument("--pings", type=int, default=2000)
-    demo.add_argument("--days", type=int, default=2)
+    demo.add_argument("--pings", type=_positive, default=2000)
+    demo.add_argument("--days", type=_positive, default=2)
+    demo.add_argument("--port", type=_port, help="port the API listens on (default: $API_PORT)")
     demo.add_argument("--no-serve", action="store_true", help="stop after publishing and printing the URLs")
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve the aggregates HTTP API from the database")
-    serve.add_argument("--host", default=setting("API_HOST"), help="address to listen on (default: $API_HOST)")
-    serve.add_argument("--port", type=int, default=int(setting("API_PORT")), help="port (default: $API_PORT)")
+    serve.add_argument("--host", help="address to listen on (default: $API_HOST)")
+    serve.add_argument("--port", type=_port, help="port (default: $API_PORT)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -147,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    publishing = not args.no_publish and configured()
+    _check_before_run(args.snapshot, publishing)
     config = JobConfig(
         inputs=args.input,
         snapshot=args.snapshot,
@@ -166,8 +199,45 @@ def _run(args: argparse.Namespace) -> int:
     )
     summary = run_job(config)
     print("\n".join(summary.lines()))
-    publish_after_run(args.snapshot, summary.dates, args.no_publish)
+    publish = shlex.join(["aggregator", "publish", "--snapshot", args.snapshot, *_each("--date", summary.dates)])
+    print(f"the snapshot is complete: {len(summary.dates)} submission dates in {args.snapshot}")
+    try:
+        publish_after_run(args.snapshot, summary.dates, args.no_publish)
+    except STORE_ERRORS as error:
+        raise CommandError(f"{error}; the snapshot is complete, `{publish}` publishes it") from error
+    if not publishing:
+        print(f"to publish it: {publish}")
     return 0
+
+
+def _each(option: str, values: list[str]) -> list[str]:
+    return [part for value in values for part in (option, value)]
+
+
+def _check_before_run(snapshot: str, publishing: bool) -> None:
+    """What would fail the run after the aggregation, checked before it: the snapshot's place, and the
+    database the run publishes into."""
+    check_location(snapshot)
+    if publishing:
+
+        async def reach() -> None:
+            await (await connect()).close()
+
+        try:
+            asyncio.run(reach())
+        except STORE_ERRORS as error:
+            raise CommandError(f"{error}: nothing was aggregated (--no-publish writes the snapshot only)") from error
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind the address once before any work, so that a busy port is one line, not a traceback after it."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind(address)
+    except OSError as error:
+        raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -192,7 +262,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from aggregator.generate import generate_corpus
+    from server.config import ServerSettings
 
+    defaults = ServerSettings.from_env({})  # every API setting checked before the pipeline runs
+    host, port = defaults.host, args.port or defaults.port
+    _check_port(host, port)
     workdir = Path(args.workdir)
     pings = workdir / "pings"
     corpus = generate_corpus(str(pings), pings=args.pings, days=args.days, seed=1)
@@ -203,22 +277,22 @@ def _demo(args: argparse.Namespace) -> int:
         dates=corpus.dates,
         definitions=corpus.histograms_definitions,
         scalar_definitions=corpus.scalars_definitions,
+        progress=sys.stdout.isatty(),
     )
     summary = run_job(config)
     print("\n".join(summary.lines()))
-    return _demo_serve(config.snapshot, corpus.dates, args.no_serve)
+    return _demo_serve(config.snapshot, corpus.dates, port, args.no_serve)
 
 
-def _demo_serve(snapshot: str, dates: list[str], no_serve: bool) -> int:
+def _demo_serve(snapshot: str, dates: list[str], port: int, no_serve: bool) -> int:
     """Publish into Postgres (the configured one, else a local `telemetry_demo`), then serve it."""
-    import asyncio
-
     from server.app import serve, settings_from_env
-    from server.demo import demo_database, example_urls, publish
+    from server.demo import database_lines, demo_database, example_urls, publish
 
     database = asyncio.run(demo_database())
     asyncio.run(publish(database, snapshot, dates))
-    settings = settings_from_env(database=database)
+    print("\n".join(database_lines(database, configured())))
+    settings = settings_from_env(port=port, database=database)
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nServing on {base}; try:\n  " + "\n  ".join(asyncio.run(example_urls(database, base))))
     if not no_serve:
@@ -229,12 +303,27 @@ def _demo_serve(snapshot: str, dates: list[str], no_serve: bool) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from server.app import serve, settings_from_env
 
-    serve(settings_from_env(args.host, args.port))
+    settings = settings_from_env(args.host, args.port)
+    _check_port(settings.host, settings.port)
+    serve(settings)
     return 0
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C: stop the local cluster's worker processes at once and unwind quietly. Otherwise they, and the
+    cluster as it closes, log every task cancelled, which tells nothing to someone who chose to stop; the
+    command's one line says it."""
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    for worker in multiprocessing.active_children():
+        worker.kill()
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in ("run", "demo"):  # the commands that start a local cluster
+        signal.signal(signal.SIGINT, _interrupted)
     handlers = {
         "run": _run,
         "generate": _generate,
@@ -245,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (InputError, JobFailed, *STORE_ERRORS) as error:
+    except (InputError, SettingError, JobFailed, CommandError, *STORE_ERRORS) as error:
         print(f"aggregator: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, InputError) else 1
+        return 2 if isinstance(error, InputError | SettingError) else 1
+    except KeyboardInterrupt:
+        print("aggregator: interrupted", file=sys.stderr)
+        return INTERRUPTED

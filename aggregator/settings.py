@@ -199,7 +199,7 @@ def number(name: str, kind: type[int] | type[float] = int, low: float = 0, high:
     except (TypeError, ValueError):
         parsed = None
     if parsed is None or not math.isfinite(parsed) or parsed < low or (high is not None and parsed > high):
-        span = f"from {low} to {high}" if high is not None else f"{low} or more"
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
         what = "a whole number" if kind is int else "a number"
         raise SettingError(f"{name}={value!r} is not {what} {span}")
     return parsed

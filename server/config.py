@@ -6,7 +6,7 @@ A frozen dataclass rather than globals, so tests build apps with `dataclasses.re
 import re
 from dataclasses import dataclass, field
 
-from aggregator.settings import number, setting
+from aggregator.settings import flag, number, setting
 
 
 def _words(text: str | None, separator: str | None) -> tuple[str, ...]:
@@ -45,24 +45,25 @@ class ServerSettings:
 
     @classmethod
     def from_env(cls, database: dict) -> "ServerSettings":
-        """The settings of the environment (each variable's declared default when unset)."""
+        """The settings of the environment (each variable's declared default when unset); raises SettingError
+        naming the first variable that is not of its type."""
         return cls(
             database=database,
             host=setting("API_HOST"),
-            port=int(setting("API_PORT")),
-            pool_min=int(setting("API_POOL_MIN")),
-            pool_max=int(setting("API_POOL_MAX")),
-            statement_timeout_ms=int(setting("API_STATEMENT_TIMEOUT_MS")),
-            cache_entries=int(setting("API_CACHE_ENTRIES")),
-            max_age=int(setting("API_MAX_AGE")),
-            ledger_poll_seconds=float(setting("API_LEDGER_POLL_SECONDS")),
-            force_https=setting("API_FORCE_HTTPS") == "True",
-            access_log=setting("API_ACCESS_LOG") == "True",
+            port=number("API_PORT", low=1, high=65535),
+            pool_min=number("API_POOL_MIN"),
+            pool_max=number("API_POOL_MAX", low=1),
+            statement_timeout_ms=number("API_STATEMENT_TIMEOUT_MS"),
+            cache_entries=number("API_CACHE_ENTRIES"),
+            max_age=number("API_MAX_AGE"),
+            ledger_poll_seconds=number("API_LEDGER_POLL_SECONDS", float),
+            force_https=flag("API_FORCE_HTTPS"),
+            access_log=flag("API_ACCESS_LOG"),
             version_file=setting("API_VERSION_FILE"),
             blacklist=_words(setting("METRICS_BLACKLIST"), None),
             auth_only_metrics=frozenset(_words(setting("AUTH_ONLY_METRICS"), ",")),
             public_release_metrics=frozenset(_words(setting("PUBLIC_RELEASE_METRICS"), ",")),
-            allow_all_release_metrics=setting("ALLOW_ALL_RELEASE_METRICS") == "True",
+            allow_all_release_metrics=flag("ALLOW_ALL_RELEASE_METRICS"),
             jwks=setting("AUTH_JWKS"),
             audience=setting("AUTH_AUDIENCE"),
             issuer=setting("AUTH_ISSUER"),

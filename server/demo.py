@@ -4,7 +4,7 @@ pick example URLs that the published data answers."""
 
 import subprocess
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -30,6 +30,24 @@ async def demo_database() -> dict:
     finally:
         await admin.close()
     return {"dsn": f"{LOCAL_SERVER}/{DEMO_DATABASE}"}
+
+
+def shown(database: dict) -> str:
+    """The database as a URL without its password, fit to print."""
+    if "dsn" not in database:
+        return f"postgresql://{database['user']}@{database['host']}/{database['database']}"
+    parts = urlsplit(database["dsn"])
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+def database_lines(database: dict, configured: bool) -> list[str]:
+    """Which database the demo published into, and, when the demo chose it, how the other commands reach it."""
+    lines = [f"published into {shown(database)}"]
+    if not configured:
+        lines.append(f"  for `aggregator db status` or `aggregator serve` on it: export DATABASE_URL={database['dsn']}")
+    return lines
 
 
 async def publish(database: dict, snapshot: str, dates: list[str]) -> None:
