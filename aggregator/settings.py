@@ -104,6 +104,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("API_POOL_MAX", "10", "Most database connections the API opens."),
     Setting("API_STATEMENT_TIMEOUT_MS", "5000", "A query running longer is cancelled and answered with 503."),
     Setting(
+        "API_MAX_ANSWER_CELLS",
+        "10000000",
+        "Most bucket counts a metric answer may hold (its entries times their buckets), counted before any histogram "
+        "is read; past it, a 400 says how to narrow the request. Real answers hold a few million at most (hundreds "
+        "of dates, a few hundred labels or buckets); one hostile keyed histogram of 2,000 labels of 16,383 buckets "
+        "held 33 million for one date: 66 MB in 5 s.",
+    ),
+    Setting(
         "API_CACHE_ENTRIES",
         "1000",
         "Responses kept in the API's in-memory cache (0: no cache; the listing routes' catalog is kept either way).",

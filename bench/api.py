@@ -116,7 +116,7 @@ async def measure(url: str, seconds: float, only: list[str]) -> list[str]:
             reset=keep_session,
             server_settings={"plan_cache_mode": "force_generic_plan"},
         ) as pool:
-            reader = Reader(pool, acquire_timeout=30)
+            reader = Reader(pool, acquire_timeout=30, max_answer_cells=0)  # its turns only: no answer read
             for _, base in servers.values():
                 await wait_for(base)
             runs = [(name, http[0], path, sql, args) for name, path, sql, args in await scenarios(pool)]

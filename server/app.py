@@ -12,6 +12,7 @@ import asyncpg
 import uvloop
 from aiohttp import web
 
+from aggregator.settings import number
 from aggregator.store.connect import connect_options
 from aggregator.store.schema import SchemaError, check_schema
 from server.auth import Authenticator
@@ -66,7 +67,11 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     try:
         async with pool.acquire() as conn:
             await check_schema(conn)
-        reader = Reader(pool, acquire_timeout=settings.statement_timeout_ms / 1000)
+        reader = Reader(
+            pool,
+            acquire_timeout=settings.statement_timeout_ms / 1000,
+            max_answer_cells=number("API_MAX_ANSWER_CELLS", int, low=1),
+        )
         app[POOL] = pool
         app[READER] = reader
         app[CATALOG] = Catalog(reader, partial(listed_metrics, settings))

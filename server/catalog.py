@@ -48,7 +48,7 @@ class Listings:
     """The listing answers of one generation: channels and dates from `rows`, filter values loaded when asked."""
 
     def __init__(
-        self, generation: int, rows: list[tuple], reader: Reader, listed: Callable[[list[str], bool], list[str]]
+        self, generation: int, rows: list[tuple], reader: Reader, listed: Callable[[list[str]], dict[bool, list[str]]]
     ) -> None:
         self.generation = generation
         self._reader, self._listed = reader, listed
@@ -94,11 +94,10 @@ class Listings:
 
     async def _load_filters(self, key: tuple[str, int]) -> dict[bool, Body | None]:
         found = await self._reader.filters(*key)
+        metrics = self._listed(found.pop("metric", []))
         answers: dict[bool, Body | None] = {}
         for is_authed in (False, True):
-            options = dict(found)
-            if "metric" in options:
-                options["metric"] = self._listed(options["metric"], is_authed)
+            options = {"metric": metrics[is_authed], **found}
             options = {name: values for name, values in options.items() if values}
             answers[is_authed] = _body(options) if options else None
         self._filters[key] = answers
@@ -108,9 +107,9 @@ class Listings:
 
 class Catalog:
     """The Listings of the generation asked for, loaded once; `listed` is the metric names /filters/ shows
-    a caller (server/policy.py's `listed_metrics`)."""
+    each kind of caller (server/policy.py's `listed_metrics`)."""
 
-    def __init__(self, reader: Reader, listed: Callable[[list[str], bool], list[str]]) -> None:
+    def __init__(self, reader: Reader, listed: Callable[[list[str]], dict[bool, list[str]]]) -> None:
         self._reader, self._listed = reader, listed
         self._listings: Listings | None = None  # the newest loaded
         self._generation: int | None = None  # the generation being loaded, or loaded

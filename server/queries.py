@@ -27,18 +27,9 @@ GENERATION = "SELECT coalesce(max(id), 0) FROM publishes WHERE action <> 'unchan
 CATALOG_DATES = """
 SELECT DISTINCT kind, channel, version, date FROM catalog_dates ORDER BY kind, channel, date DESC, version DESC"""
 
-# The catalog holds each value once per contribution (a month: 30 copies of each); walking the distinct
-# (filter, value) pairs down the index one probe at a time reads each once, 5x faster than DISTINCT.
-FILTERS = """
-WITH RECURSIVE pairs AS (
-    (SELECT filter, value FROM catalog_filters WHERE channel = $1 AND version = $2 ORDER BY filter, value LIMIT 1)
-    UNION ALL
-    SELECT next.filter, next.value FROM pairs, LATERAL (
-        SELECT c.filter, c.value FROM catalog_filters c
-        WHERE c.channel = $1 AND c.version = $2 AND (c.filter, c.value) > (pairs.filter, pairs.value)
-        ORDER BY c.filter, c.value LIMIT 1) AS next
-)
-SELECT filter, array_agg(value ORDER BY value) AS "values" FROM pairs GROUP BY filter"""
+# The values of each filter, kept sorted and distinct by every publish and trim (aggregator/store/catalog.py): one
+# row per filter, however many values (walking catalog_filters' distinct values took 9 s for a million names).
+FILTERS = 'SELECT filter, "values" FROM catalog_lists WHERE channel = $1 AND version = $2'
 
 KNOWN_METRIC = """
 SELECT EXISTS (SELECT 1 FROM catalog_filters WHERE channel = $1 AND version = $2 AND filter = 'metric'
@@ -63,7 +54,7 @@ LAST_PUBLISH = "SELECT max(published_at) FROM publishes"
 # back to (channel, version) and filter (ten times slower). On the leaves, the submission-date condition prunes:
 # a submission_date answer reads exactly its days; a build can only be submitted on or after its build date,
 # so a build_id answer reads no day before its first date. The rollup is one table, found by its index.
-_CELLS = "SELECT metric, date, label, layout, array_send(histogram) AS histogram, sum, count"
+_CELLS = "SELECT metric, date, label, layout, histogram, sum, count"
 _WHERE = """
 WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[])
   AND ($6::text[] IS NULL OR process = ANY($6::text[])) AND ($7::text[] IS NULL OR label = ANY($7::text[]))"""
@@ -74,10 +65,47 @@ _DAYS = {
 _FILTERS = """
   AND ($8::text[] IS NULL OR application = ANY($8::text[])) AND ($9::text[] IS NULL OR architecture = ANY($9::text[]))
   AND ($10::text[] IS NULL OR os = ANY($10::text[])) AND ($11::text[] IS NULL OR os_version = ANY($11::text[]))"""
-ROLLUP = f"{_CELLS} FROM aggregates_all {_WHERE}"
-FILTERED = {kind: f"{_CELLS} FROM aggregates {_WHERE} AND {days}{_FILTERS}" for kind, days in _DAYS.items()}
+
+
+def bounded(cells: str, bound: str) -> str:
+    """The rows of `cells` and the bucket counts their answer would hold, unless that is more than `bound`: then
+    one row of NULLs but for that count and the dates and labels it spans. Sized from the rows' narrow columns and
+    one probe of `layouts` per distinct layout, before any histogram is read (a wide one is stored apart, in
+    TOAST). The cheap upper bound, rows times the widest layout, is enough for most answers; past the bound the
+    answer's entries (date, label) are counted. No rows at all is one row of NULLs too, with a count of 0."""
+    return f"""
+WITH found AS MATERIALIZED ({cells}),
+size AS (SELECT count(*) AS rows,
+                (SELECT coalesce(max((SELECT cardinality(bounds) FROM layouts WHERE id = used.layout)), 0)
+                 FROM (SELECT DISTINCT layout FROM found) AS used) AS width
+         FROM found),
+answer AS (SELECT CASE WHEN rows * width <= {bound} THEN rows * width
+                       ELSE (SELECT count(*) FROM (SELECT DISTINCT date, label FROM found) AS entries) * width
+                  END AS cells
+           FROM size)
+SELECT f.metric, f.date, f.label, f.layout, array_send(f.histogram) AS histogram, f.sum, f.count, a.cells,
+       CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT date) FROM found) END AS dates,
+       CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT label) FROM found) END AS labels
+FROM answer a LEFT JOIN found f ON a.cells <= {bound}"""
+
+
+ROLLUP = bounded(f"{_CELLS} FROM aggregates_all {_WHERE}", "$8")
+FILTERED = {
+    kind: bounded(f"{_CELLS} FROM aggregates {_WHERE} AND {days}{_FILTERS}", "$12") for kind, days in _DAYS.items()
+}
+# Read through the partial index catalog_filters_counts, whose predicate is this condition.
 COUNT_METRICS = "SELECT DISTINCT value FROM catalog_filters WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%'"
 FILTER_COLUMNS = ("application", "architecture", "os", "os_version")
+
+
+@dataclass
+class AnswerTooLarge(Exception):
+    """An answer past `API_MAX_ANSWER_CELLS`, refused before its histograms were read."""
+
+    cells: int  # bucket counts it would hold
+    dates: int
+    labels: int
+    bound: int
 
 
 @dataclass(frozen=True)
@@ -92,9 +120,10 @@ class Freshness:
 class Reader:
     """The queries, on a pool; layouts are immutable once written, so they are kept once read."""
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, max_answer_cells: int) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
+        self.max_answer_cells = max_answer_cells
         self._turns = asyncio.Semaphore(pool.get_max_size())  # FIFO since Python 3.11
         self._layouts: dict[int, Layout] = {}
         self._descriptions: dict[str, str] | None = None
@@ -185,8 +214,11 @@ class Reader:
             args += [list(given[c]) if c in given else None for c in FILTER_COLUMNS]
         else:
             sql = ROLLUP
-        records = await self._fetch(sql, *args)
-        return [Row(*r) for r in records]
+        records = await self._fetch(sql, *args, self.max_answer_cells)
+        cells, dates, labels = records[0][7:]
+        if cells > self.max_answer_cells:
+            raise AnswerTooLarge(cells, dates, labels, self.max_answer_cells)
+        return [Row(*r[:7]) for r in records if r[0] is not None]
 
     async def layouts(self, ids: set[int]) -> dict[int, Layout]:
         missing = [i for i in ids if i not in self._layouts]

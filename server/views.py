@@ -5,12 +5,12 @@ from datetime import date
 
 from aiohttp import web
 
-from server.errors import not_found
+from server.errors import error, not_found
 from server.histograms import USE_COUNTER, Cell, Layout, Row, dominant_layout, statistics, sum_cells, use_counter
 from server.keys import READER
 from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query, yyyymmdd
 from server.policy import allow_metric, authed, require_auth
-from server.queries import COUNT_PREFIX, Reader
+from server.queries import COUNT_PREFIX, AnswerTooLarge, Reader
 from server.respond import data_answer, listing_answer
 
 
@@ -45,7 +45,20 @@ async def metric(request: web.Request) -> web.Response:
     await allow_metric(request, channel, query.metric)
     if query.metric.startswith(COUNT_PREFIX):  # count histograms are asked for by their own name
         raise not_found("Cannot find this histogram definition.")
-    return await data_answer(request, ("metric", query), lambda: _answer(request.app[READER], query))
+    try:
+        return await data_answer(request, ("metric", query), lambda: _answer(request.app[READER], query))
+    except AnswerTooLarge as big:
+        raise error(web.HTTPBadRequest, "answer_too_large", too_large(big)) from None
+
+
+def too_large(big: AnswerTooLarge) -> str:
+    """What a refused answer would have held, and how to ask for less."""
+    dates, labels = (f"{n:,} {what}{'s' if n != 1 else ''}" for n, what in ((big.dates, "date"), (big.labels, "label")))
+    return (
+        f"This answer would hold {big.cells:,} bucket counts ({dates}, {labels}), more "
+        f"than the {big.bound:,} one answer may hold. Narrow the request: fewer dates, or one label or a few "
+        "(label=...), per request."
+    )
 
 
 async def _answer(reader: Reader, query: MetricQuery) -> dict:

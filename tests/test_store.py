@@ -261,7 +261,7 @@ def test_migration_2_keeps_the_rollup_rows_of_a_version_1_store():
 
     with temporary_database(migrated=False) as dsn:
         run(call(dsn, version_1_store))
-        assert run(call(dsn, schema.migrate)) == [2]
+        assert run(call(dsn, schema.migrate)) == [2, 3]
         stored = fetch(
             dsn,
             """SELECT submission_date, channel, version, date, metric, label, process, histogram, sum, count

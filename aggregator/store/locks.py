@@ -15,6 +15,10 @@ import asyncpg
 from aggregator.store.schema import KINDS, MIGRATION_LOCK
 
 NAMESPACE = MIGRATION_LOCK[0]  # first key of every advisory lock this project takes
+# Held by whoever changes the catalog lists (aggregator/store/catalog.py): publishes of two days may touch one list.
+# Taken before any lock on the aggregates tables, by publish and trim alike, so they never wait for each other
+# in a cycle. Day locks are 100,000,000 and above.
+CATALOG_LOCK = (NAMESPACE, 1)
 LOCK_TIMEOUT_MS = 1000
 ATTEMPTS = 30
 T = TypeVar("T")

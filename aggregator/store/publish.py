@@ -19,7 +19,7 @@ import asyncpg
 from aggregator.aggregate import Aggregate
 from aggregator.layouts import Layout
 from aggregator.snapshot import list_dates, read_attrs, read_run
-from aggregator.store import schema
+from aggregator.store import catalog, schema
 from aggregator.store.connect import CONNECTION_LOST
 from aggregator.store.encode import LEAF_COLUMNS, ROLLUP_COLUMNS, Contribution, layout_digest, parse_day
 from aggregator.store.locks import day_lock, with_short_locks
@@ -174,7 +174,7 @@ async def _publish(
             derived = asyncio.ensure_future(asyncio.to_thread(contribution.derive))  # beside the leaf's COPY
             stages = {"aggregates": await _stage(conn, contribution, layout_ids)}
             await derived
-            await _replace_rollup(conn, contribution, layout_ids)
+            rollup_changed = await _replace_rollup(conn, contribution, layout_ids)
             counts = {
                 "run_id": attrs["run_id"],
                 "digest": attrs["digest"],
@@ -184,7 +184,7 @@ async def _publish(
             }
             action, publish_id = (
                 "published",
-                await _swap(conn, contribution, stages, snapshot, counts, started),
+                await _swap(conn, contribution, stages, rollup_changed, snapshot, counts, started),
             )
     seconds = time.perf_counter() - clock
     return Published(kind, day, action, publish_id, counts["rows"], counts["rollup_rows"], counts["skipped"], seconds)
@@ -237,17 +237,21 @@ async def _layout_ids(conn: asyncpg.Connection, digests: list[str]) -> dict[str,
 
 
 async def _stage(conn: asyncpg.Connection, contribution: Contribution, layout_ids: dict) -> str:
-    """A staging table of the leaf, filled by binary COPY, then indexed; returns its name."""
+    """A staging table of the leaf, filled by binary COPY, then indexed and analyzed (a new table has no
+    statistics; its own, so no one waits for it); returns its name."""
     stage = await schema.create_stage(conn, "aggregates", contribution.kind, contribution.day)
     await _copy(conn, stage, contribution.copy_stream(contribution.leaf, layout_ids), LEAF_COLUMNS)
     await schema.index_stage(conn, stage)
+    await schema.analyze(conn, stage)
     return stage
 
 
-async def _replace_rollup(conn: asyncpg.Connection, contribution: Contribution, layout_ids: dict) -> None:
-    """The contribution's rollup rows in place of those served, visible at the commit (readers do not wait)."""
-    await schema.delete_rollup(conn, contribution.kind, contribution.day)
+async def _replace_rollup(conn: asyncpg.Connection, contribution: Contribution, layout_ids: dict) -> int:
+    """The contribution's rollup rows in place of those served, visible at the commit (readers do not wait); the
+    rows deleted and inserted."""
+    deleted = await schema.delete_rollup(conn, contribution.kind, contribution.day)
     await _copy(conn, schema.ROLLUP, contribution.copy_stream(contribution.rollup, layout_ids), ROLLUP_COLUMNS)
+    return deleted + len(contribution.rollup)
 
 
 async def _copy(conn: asyncpg.Connection, table: str, stream: Iterator[bytes], columns: tuple[str, ...]) -> None:
@@ -294,18 +298,24 @@ async def _swap(
     conn: asyncpg.Connection,
     contribution: Contribution,
     stages: dict[str, str],
+    rollup_changed: int,
     snapshot: str,
     counts: dict,
     started: datetime,
 ) -> int:
-    """Catalog, ledger, contribution, then the leaves: the DDL last, so that the locks readers wait for are
-    held for the shortest time."""
+    """Catalog (with the statistics of what changed, analyzed under the catalog's lock: docs/store.md), ledger,
+    contribution, then the leaves: the DDL last, so that the locks readers wait for are held for the shortest
+    time."""
     kind, day = contribution.kind, contribution.day
 
     async def swap() -> int:
-        for table, rows in contribution.catalog.items():
-            await conn.execute(f"DELETE FROM {table} WHERE kind = $1 AND submission_date = $2", kind, day)
-            await _unless_lost(conn, conn.copy_records_to_table(table, records=rows))
+        changed = await _unless_lost(
+            conn,
+            catalog.replace_day(
+                conn, kind, day, contribution.catalog["catalog_dates"], contribution.catalog["catalog_filters"]
+            ),
+        )
+        await schema.analyze_changed(conn, changed | {schema.ROLLUP: rollup_changed})
         publish_id = await _ledger(conn, "published", kind, day, snapshot, counts, started)
         await conn.execute(
             """INSERT INTO contributions (kind, submission_date, publish_id) VALUES ($1, $2, $3)

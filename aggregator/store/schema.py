@@ -94,10 +94,27 @@ ALTER TABLE aggregates_rollup RENAME TO aggregates_all;
     f"CREATE INDEX aggregates_all_{name} ON aggregates_all {index};\n" for name, index in ROLLUP_INDEXES.items()
 )
 
+# The filter values of each channel and version, one row per filter holding its sorted distinct values (the
+# C collation: Python's order), kept by aggregator/store/catalog.py with catalog_filters: /filters/ reads one row,
+# where walking catalog_filters' distinct values took 9 s for a million metric names. The partial index holds the
+# count histograms the API looks names up in, which was a scan of every catalog row.
+_V3 = """
+CREATE TABLE catalog_lists (
+    channel text NOT NULL, version integer NOT NULL, filter text NOT NULL, "values" text[] NOT NULL,
+    PRIMARY KEY (channel, version, filter)
+);
+INSERT INTO catalog_lists
+SELECT channel, version, filter, array_agg(value ORDER BY value COLLATE "C")
+FROM (SELECT DISTINCT channel, version, filter, value FROM catalog_filters) AS distinct_values
+GROUP BY channel, version, filter;
+CREATE INDEX catalog_filters_counts ON catalog_filters (value) WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%';
+"""
+
 # (version, description, SQL). Never edit a released migration: append a new one.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "partitioned aggregates and rollup, layouts, catalog, ledger", _V1),
     (2, "the rollup as one plain table", _V2),
+    (3, "the filter values of each channel and version as one row per filter", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -227,6 +244,47 @@ async def drop_leaf(conn: asyncpg.Connection, table: str, kind: str, day: date) 
     await conn.execute(f"DROP TABLE IF EXISTS {_quote(leaf_name(table, kind, day))}")
 
 
-async def delete_rollup(conn: asyncpg.Connection, kind: str, day: date) -> None:
-    """Remove one contribution's rollup rows (row locks only: readers go on reading the committed rows)."""
-    await conn.execute(f"DELETE FROM {ROLLUP} WHERE kind = $1 AND submission_date = $2", kind, day)
+async def delete_rollup(conn: asyncpg.Connection, kind: str, day: date) -> int:
+    """Remove one contribution's rollup rows (row locks only: readers go on reading the committed rows); how many."""
+    return rows_of(await conn.execute(f"DELETE FROM {ROLLUP} WHERE kind = $1 AND submission_date = $2", kind, day))
+
+
+def rows_of(status: str) -> int:
+    """The row count of a command's status (`DELETE 12`, `COPY 3`)."""
+    return int(status.rsplit(" ", 1)[1])
+
+
+# ---- planner statistics ---------------------------------------------------------------------------------------
+
+# The columns rows are selected by: what ANALYZE gathers statistics of. A histogram is never a condition and is
+# most of a row's bytes; sampling it would cost the most and tell the planner nothing.
+_SELECTED_BY = "kind, submission_date, channel, version, date, metric, label, process"
+ANALYZED = {"aggregates": f"({_SELECTED_BY}, application, architecture, os, os_version)", ROLLUP: f"({_SELECTED_BY})"}
+
+
+# A shared table is analyzed when a change touched more than this share of its rows: autovacuum's own threshold
+# (autovacuum_analyze_scale_factor), reached at once instead of at its next round, a minute or more later.
+STALE_SHARE = 0.1
+
+
+async def analyze(conn: asyncpg.Connection, table: str) -> None:
+    """ANALYZE a table of this schema or a staged leaf (`table` is a name this module made), on the columns rows
+    are selected by. Inside a transaction its statistics are seen at the commit, with the rows."""
+    columns = ANALYZED.get(table, ANALYZED["aggregates"] if table.startswith("stage_") else "")
+    await conn.execute(f"ANALYZE {_quote(table)} {columns}")
+
+
+async def analyze_changed(conn: asyncpg.Connection, changed: dict[str, int]) -> list[str]:
+    """ANALYZE the tables of `changed` (table: rows inserted or deleted) that have no statistics yet or that the
+    change made stale (STALE_SHARE); the tables analyzed. Without statistics, the first unknown-metric 404 after
+    a publish of a million metric names scanned all 2 million catalog rows: 0.6 s a request, 0.2 ms after."""
+    known = await conn.fetch(
+        "SELECT relname, reltuples FROM pg_class WHERE relname = ANY($1::text[]) AND pg_table_is_visible(oid)",
+        list(changed),
+    )
+    stale = sorted(
+        r["relname"] for r in known if r["reltuples"] < 0 or changed[r["relname"]] > STALE_SHARE * r["reltuples"]
+    )
+    for table in stale:
+        await analyze(conn, table)
+    return stale

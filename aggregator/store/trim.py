@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from aggregator.store import schema
+from aggregator.store import catalog, schema
 from aggregator.store.locks import day_lock, with_short_locks
 
 
@@ -60,11 +60,12 @@ async def _trim_day(conn: asyncpg.Connection, kind: str, day: date) -> bool:
             kind,
             day,
         )
-        for table in ("contributions", "catalog_dates", "catalog_filters"):
-            await conn.execute(f"DELETE FROM {table} WHERE kind = $1 AND submission_date = $2", kind, day)
+        await conn.execute("DELETE FROM contributions WHERE kind = $1 AND submission_date = $2", kind, day)
+        changed = await catalog.replace_day(conn, kind, day, [], [])
+        changed[schema.ROLLUP] = await schema.delete_rollup(conn, kind, day)
+        await schema.analyze_changed(conn, changed)  # before the leaf's drop takes the lock readers wait for
         for table in schema.TABLES:
             await schema.drop_leaf(conn, table, kind, day)
-        await schema.delete_rollup(conn, kind, day)
         return True
 
     return await with_short_locks(conn, drop, f"trim {kind} {day:%Y%m%d}")
