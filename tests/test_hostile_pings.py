@@ -8,15 +8,18 @@ normal corpus's, which is compared cell by cell with the plain-Python reference 
 import asyncio
 import gzip
 import json
+import resource
 from dataclasses import replace
 from pathlib import Path
 
+import dask
 import orjson
 import pytest
+from distributed import Client, LocalCluster
 
 from aggregator.bounds import Limits
 from aggregator.generate import generate_corpus
-from aggregator.job import JobConfig, JobSummary, run_job
+from aggregator.job import CLUSTER_CONFIG, JobConfig, JobSummary, run_job
 from aggregator.snapshot import read_attrs, read_run
 from bench.load import publish
 from server.app import create_app
@@ -30,6 +33,8 @@ UNDEFINED_LIMIT = 75  # JOB_MAX_UNDEFINED_METRICS for this run, so that a flood 
 FLOOD_FILES, FLOOD_NAMES_PER_FILE, FLOOD_PINGS_PER_FILE = 4, 75, 6
 HUGE_LINE = 64 * 2**20  # past JOB_MAX_LINE_BYTES' default of 8 MiB
 BLANK_LINES = 2**22
+WORKER_MEMORY_BYTES = 768 * 2**20  # what a worker may hold in this run
+WORKER_MEMORY = f"{WORKER_MEMORY_BYTES // 2**20}MiB"
 
 
 def hostile(version: str, os_version: str = "6.1", **payload) -> dict:
@@ -106,8 +111,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return root, normal
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory, in bytes (run on each worker)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 @pytest.fixture(scope="module")
-def run(corpus, local_client, tmp_path_factory) -> tuple[str, JobSummary]:
+def run(corpus, tmp_path_factory) -> tuple[str, JobSummary]:
+    """The job on a LocalCluster of its own, configured as the job's, whose two workers are killed past
+    WORKER_MEMORY: the run finishing shows no case needed more; each worker's peak is checked too."""
     root, _ = corpus
     snapshot = str(tmp_path_factory.mktemp("hostile-snapshot") / "snap")
     config = JobConfig(
@@ -120,7 +132,16 @@ def run(corpus, local_client, tmp_path_factory) -> tuple[str, JobSummary]:
         progress=False,
         limits=replace(Limits.from_settings(), undefined_metrics=UNDEFINED_LIMIT),
     )
-    return snapshot, run_job(config, client=local_client, say=lambda *_: None)
+    with (
+        dask.config.set(CLUSTER_CONFIG),
+        LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=WORKER_MEMORY, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        summary = run_job(config, client=client, say=lambda *_: None)
+        peaks = client.run(peak_rss)
+    print(f"workers' peak memory: {', '.join(f'{p / 2**20:.0f} MiB' for p in peaks.values())}")
+    assert max(peaks.values()) < WORKER_MEMORY_BYTES
+    return snapshot, summary
 
 
 def expected_flood() -> tuple[list[str], int]:
