@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test reliability demo screenshots bench bench-publish lint format clean up down stack
+.PHONY: install test reliability demo screenshots bench bench-publish lint format clean up down stack deploy-check
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ up:
 
 down:
 	$(COMPOSE) -f deploy/compose.yaml down --volumes --remove-orphans
+
+# The Helm chart linted, rendered with each ci/*-values.yaml and every object validated, offline (scripts/check_chart.py).
+deploy-check: install
+	$(BIN)/python scripts/check_chart.py
 
 stack: install
 	scripts/ensure-postgres.sh

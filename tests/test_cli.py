@@ -261,3 +261,18 @@ def test_generate_refuses_counts_it_cannot_use(tmp_path, args, message):
     result = aggregator("generate", "--output", str(tmp_path / "out"), *args)
     assert one_error(result, 2) == f"aggregator generate: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+# --- 9: the Helm chart checked offline ---------------------------------------------------------------------------
+
+
+def test_deploy_check_renders_and_validates_the_chart_offline():
+    pytest.importorskip("helm_python", reason="the `deploy` extra (helm-python-sdk) is not installed")
+    root = Path(__file__).resolve().parent.parent
+    assert "\t$(BIN)/python scripts/check_chart.py" in (root / "Makefile").read_text().split("\ndeploy-check:")[1]
+    result = subprocess.run([sys.executable, "scripts/check_chart.py"], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "chart telemetry-aggregates: lints and renders valid objects for Kubernetes 1.32.0"
+    checked = {line.split(":")[0] for line in lines[:-1] if line.endswith(" objects, valid")}
+    assert checked == {f"deploy/helm/telemetry-aggregates/ci/{p.name}" for p in (root / "deploy/helm").glob("*/ci/*")}
