@@ -30,9 +30,12 @@ LABEL org.opencontainers.image.title="telemetry-aggregates" \
       org.opencontainers.image.revision="${COMMIT}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="MPL-2.0"
+# /etc/dask-tls: where the Dask certificates are mounted (compose's `dask-tls` volume takes its owner from here).
 RUN groupadd --gid 10001 app && useradd --uid 10001 --gid 10001 --no-log-init --create-home app \
-    && mkdir -p /app /data && chown 10001:10001 /data
+    && mkdir -p /app /data /etc/dask-tls && chown 10001:10001 /data /etc/dask-tls
 COPY --from=build /opt/venv /opt/venv
+# Makes the Dask cluster's CA and certificate (compose's `dask-tls` service).
+COPY deploy/dask_tls.py /app/dask_tls.py
 # The API serves this file at /__version__ (API_VERSION_FILE, default /app/version.json).
 RUN printf '{"source": "%s", "version": "%s", "commit": "%s", "build": "%s"}\n' \
         "${SOURCE}" "${VERSION}" "${COMMIT}" "${BUILD}" > /app/version.json

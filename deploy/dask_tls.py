@@ -76,6 +76,17 @@ def still_valid(folder: Path, days: float = 1) -> bool:
     return cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
 
 
+def environment(folder: Path, role: str) -> dict[str, str]:
+    """distributed's `Security` for a role (scheduler, worker or client) in its configuration variables, as the
+    chart and compose set them: TLS required, the cluster's CA, the role's certificate (the one in `folder`)."""
+    return {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(folder / "ca.crt"),
+        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__CERT": str(folder / "tls.crt"),
+        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__KEY": str(folder / "tls.key"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/dask_tls.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)

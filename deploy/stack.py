@@ -4,10 +4,13 @@ without a container engine.
     python deploy/stack.py [--pings 2000] [--days 2] [--api-port 8000] [--keep-database]
 
 It creates its own database on the local Postgres (`ta_stack_<random>`, on 127.0.0.1:5432 unless
---postgres-url says otherwise), generates sample pings, starts `dask scheduler`, two `dask worker`s, migrates
+--postgres-url says otherwise), generates sample pings, makes the Dask cluster's certificates
+(deploy/dask_tls.py), starts `dask scheduler --protocol tls`, two `dask worker`s, migrates
 the schema (`aggregator db init`, the chart's pre-install hook), starts the API (`aggregator serve`), runs the
 daily job against the scheduler (`aggregator run --scheduler ...`, which publishes), checks that the API
-answers with the published data, prints where everything is and waits. Ctrl-C (or SIGTERM) stops every
+answers with the published data, prints where everything is and waits. As in the chart, each process gets
+the secrets it uses: the scheduler and workers no DSN, the job and the migration the read-write one, the API
+the read-only one; Dask speaks TLS alone. Ctrl-C (or SIGTERM) stops every
 process it started, in reverse order, and drops the database. Every port is a free one unless given.
 
 Lines a caller can wait for on stdout: `api URL`, `scheduler ADDRESS`, `dashboard URL`, `pid NAME PID`,
@@ -33,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+from dask_tls import environment as dask_tls
+from dask_tls import make as make_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -186,9 +191,11 @@ def stack(args: argparse.Namespace, workdir: Path) -> Iterator[None]:
         (workdir / "version.json").write_text(
             json.dumps({"source": "deploy/stack.py", "version": "local", "commit": "unknown", "build": "make stack"})
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_", "DASK_", "API_"))} | {
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": dsn,
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_", "DASK_", "API_"))}
+        env["PYTHONPATH"] = str(ROOT)
+        make_certificates(workdir / "tls")
+        writer = env | {"DATABASE_URL": dsn} | dask_tls(workdir / "tls", "client")
+        api_env = env | {
             "DATABASE_RO_URL": dsn,
             "API_VERSION_FILE": str(workdir / "version.json"),
             "API_LEDGER_POLL_SECONDS": "0",
@@ -197,12 +204,9 @@ def stack(args: argparse.Namespace, workdir: Path) -> Iterator[None]:
         pings = workdir / "pings"
         scheduler_file = workdir / "scheduler.json"
         local = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
-        processes.start(
-            "scheduler",
-            [dask, "scheduler", "--port", str(args.scheduler_port), "--scheduler-file", str(scheduler_file), *local],
-            env,
-            workdir,
-        )
+        scheduler = [dask, "scheduler", "--protocol", "tls", "--port", str(args.scheduler_port)]
+        scheduler += ["--scheduler-file", str(scheduler_file), *local]
+        processes.start("scheduler", scheduler, env | dask_tls(workdir / "tls", "scheduler"), workdir)
         generate = [aggregator, "generate", "--output", str(pings), "--pings", str(args.pings)]
         generate += ["--days", str(args.days), "--seed", "1"]
         run_once("generate", generate, env, workdir, logs, timeout=120)
@@ -210,11 +214,11 @@ def stack(args: argparse.Namespace, workdir: Path) -> Iterator[None]:
         for n in (1, 2):
             worker = [dask, "worker", "--scheduler-file", str(scheduler_file), "--name", f"worker-{n}"]
             worker += ["--nworkers", "1", "--nthreads", str(args.threads), "--memory-limit", args.memory_limit]
-            processes.start(f"worker-{n}", [*worker, *local], env, workdir)
-        run_once("migrate", [aggregator, "db", "init"], env, workdir, logs, timeout=60)
+            processes.start(f"worker-{n}", [*worker, *local], env | dask_tls(workdir / "tls", "worker"), workdir)
+        run_once("migrate", [aggregator, "db", "init"], writer, workdir, logs, timeout=60)
         port = args.api_port or free_port()
         base = f"http://127.0.0.1:{port}"
-        processes.start("api", [aggregator, "serve", "--host", "127.0.0.1", "--port", str(port)], env, workdir)
+        processes.start("api", [aggregator, "serve", "--host", "127.0.0.1", "--port", str(port)], api_env, workdir)
 
         scheduler = json.loads(scheduler_file.read_text())
         address = scheduler["address"]
@@ -231,7 +235,7 @@ def stack(args: argparse.Namespace, workdir: Path) -> Iterator[None]:
         run += [a for day in days for a in ("--date", day)]
         run += ["--scheduler", address, "--definitions", str(pings / "Histograms.json")]
         run += ["--scalar-definitions", str(pings / "Scalars.yaml"), "--no-progress"]
-        run_once("job", run, env, workdir, logs, timeout=300)
+        run_once("job", run, writer, workdir, logs, timeout=300)
         processes.check()
         for url in check_api(base):
             say("  ", url)

@@ -4,6 +4,7 @@ DASK_DISTRIBUTED__COMM__* variables, `--protocol tls`). Clients without a certif
 refused; `aggregator run --scheduler tls://...` aggregates exactly what a plain run does."""
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -28,14 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CERTS = [sys.executable, str(ROOT / "deploy" / "dask_tls.py")]
 
 
-def tls_env(folder: Path, role: str) -> dict[str, str]:
-    """What the chart sets for a role (scheduler, worker, client): TLS required, the CA, the role's certificate."""
-    return {
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(folder / "ca.crt"),
-        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__CERT": str(folder / "tls.crt"),
-        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__KEY": str(folder / "tls.key"),
-    }
+def _deploy_module(name: str):
+    """A script of deploy/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tls_env = _deploy_module("dask_tls").environment  # the variables compose and `make stack` set
 
 
 def security(folder: Path) -> Security:

@@ -199,22 +199,23 @@ def test_compose_topology():
     assert not lint(text, "compose.yaml")
     compose = yaml.safe_load(text)
     services = compose["services"]
-    assert set(services) == {"postgres", "migrate", "scheduler", "worker", "sample", "job", "api"}
+    assert set(services) == {"postgres", "dask-tls", "migrate", "scheduler", "worker", "sample", "job", "api"}
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert services["worker"]["deploy"]["replicas"] == 2
     for name, service in services.items():
         if name == "postgres":
             continue
         assert service["build"]["context"] == ".." and (DEPLOY / ".." / service["build"]["dockerfile"]).exists()
-        assert "DATABASE_URL" in service["environment"]
         if service.get("entrypoint") == ["dask"]:
             parse_dask(service["command"])
-        else:
+        elif name != "dask-tls":
             parser().parse_args(service["command"])
+    # Only what reads or writes the store gets a DSN.
+    assert {n for n, s in services.items() if "DATABASE_URL" in s.get("environment", {})} == {"migrate", "job", "api"}
     # The job waits for the migration, the sample data and the workers; it runs on the scheduler.
     job = parser().parse_args(services["job"]["command"])
     assert job.command == "run" and job.date == ["20261101", "20261102"]
-    assert services["job"]["environment"]["DASK_SCHEDULER_ADDRESS"] == "tcp://scheduler:8786"
+    assert services["job"]["environment"]["DASK_SCHEDULER_ADDRESS"] == "tls://scheduler:8786"
     assert services["job"]["depends_on"] == {
         "migrate": {"condition": "service_completed_successfully"},
         "sample": {"condition": "service_completed_successfully"},
@@ -231,8 +232,40 @@ def test_compose_topology():
     for name in ("scheduler", "worker"):
         assert "/health" in services[name]["healthcheck"]["test"][-1]
     worker = parse_dask(services["worker"]["command"])
-    assert worker["scheduler"] == "tcp://scheduler:8786"
+    assert worker["scheduler"] == "tls://scheduler:8786"
     assert worker["dashboard_address"].lstrip(":") in services["worker"]["healthcheck"]["test"][-1]
+
+
+def test_compose_is_locked_down(tmp_path):
+    """No default password; internal ports on 127.0.0.1 alone; Dask speaks TLS with the certificates the
+    `dask-tls` service makes with deploy/dask_tls.py, as the Dockerfile installs it."""
+    text = (DEPLOY / "compose.yaml").read_text()
+    uses = re.findall(r"\$\{POSTGRES_PASSWORD([^}]*)\}", text)
+    assert uses and all(use.startswith(":?") for use in uses)  # compose refuses to start without it
+    services = yaml.safe_load(text)["services"]
+    for name in ("postgres", "scheduler", "worker", "migrate", "sample", "job", "dask-tls"):
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name].get("ports", [])), name
+    assert services["scheduler"]["ports"] == ["127.0.0.1:8786:8786", "127.0.0.1:8787:8787"]
+    assert parse_dask(services["scheduler"]["command"])["protocol"] == "tls"
+    for name, role in (("scheduler", "scheduler"), ("worker", "worker"), ("job", "client")):
+        environment = {k: str(v) for k, v in services[name]["environment"].items()}
+        config = dask.config.collect_env(environment)["distributed"]["comm"]
+        assert config["require_encryption"] is True
+        files = {config["tls"]["ca_file"], config["tls"][role]["cert"], config["tls"][role]["key"]}
+        assert "dask-tls:/etc/dask-tls:ro" in services[name]["volumes"]
+        assert files == {f"/etc/dask-tls/{f}" for f in ("ca.crt", "tls.crt", "tls.key")}
+        assert "depends_on" in services[name]  # after the certificates (through the scheduler)
+    assert services["scheduler"]["depends_on"]["dask-tls"] == {"condition": "service_completed_successfully"}
+    maker = services["dask-tls"]
+    script = maker["entrypoint"][-1]
+    assert f"COPY deploy/dask_tls.py {script}" in (ROOT / "Dockerfile").read_text()
+    assert maker["volumes"] == ["dask-tls:/etc/dask-tls"] and maker["command"] == ["/etc/dask-tls"]
+    # What it runs, run here: the three files, and a second run keeps them.
+    run = [sys.executable, str(DEPLOY / "dask_tls.py"), str(tmp_path)]
+    subprocess.run(run, check=True, capture_output=True)
+    first = (tmp_path / "tls.crt").read_bytes()
+    assert "kept" in subprocess.run(run, check=True, capture_output=True, text=True).stdout
+    assert (tmp_path / "tls.crt").read_bytes() == first
 
 
 def test_make_up_and_down_use_the_compose_file():
