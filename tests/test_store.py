@@ -273,6 +273,37 @@ def test_migration_2_keeps_the_rollup_rows_of_a_version_1_store():
         assert [r["indexname"] for r in indexes] == ["aggregates_all_day", "aggregates_all_lookup"]
 
 
+def test_migration_3_lists_the_filter_values_of_a_version_2_store(monkeypatch, capsys):
+    """Version 3 adds catalog_lists, built from the catalog rows already there: `db init` migrates a store."""
+    rows = [  # (kind, submission_date, channel, version, filter, value): values shared by days, and not
+        ("build_id", date(2026, 11, 1), "nightly", 146, "metric", "GC_MS"),
+        ("build_id", date(2026, 11, 2), "nightly", 146, "metric", "GC_MS"),
+        ("build_id", date(2026, 11, 2), "nightly", 146, "metric", "A_MS"),
+        ("submission_date", date(2026, 11, 1), "nightly", 146, "metric", "[[COUNT]]_Z"),
+        ("build_id", date(2026, 11, 1), "nightly", 146, "os", "Linux,6.1"),
+        ("build_id", date(2026, 11, 1), "beta", 145, "metric", "GC_MS"),
+    ]
+
+    async def version_2_store(conn: asyncpg.Connection) -> None:
+        await conn.execute(schema._LEDGER)
+        for version, description, sql in schema.MIGRATIONS[:2]:
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version, description)
+        await conn.copy_records_to_table("catalog_filters", records=rows)
+
+    with temporary_database(migrated=False) as dsn:
+        run(call(dsn, version_2_store))
+        monkeypatch.setenv("DATABASE_URL", dsn)
+        assert main(["db", "init"]) == 0
+        assert "applied [3]" in capsys.readouterr().out
+        listed = fetch(dsn, 'SELECT channel, version, filter, "values" FROM catalog_lists ORDER BY 1, 2, 3')
+        assert [tuple(r) for r in listed] == [
+            ("beta", 145, "metric", ["GC_MS"]),
+            ("nightly", 146, "metric", ["A_MS", "GC_MS", "[[COUNT]]_Z"]),
+            ("nightly", 146, "os", ["Linux,6.1"]),
+        ]
+
+
 def test_published_sums_equal_the_reference(published, snapshot, corpus):
     assert_matches_reference(snapshot, reference(corpus.output, True))  # the snapshot is the reference ...
     for date_text in corpus.dates:
