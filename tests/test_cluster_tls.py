@@ -4,7 +4,6 @@ DASK_DISTRIBUTED__COMM__* variables, `--protocol tls`). Clients without a certif
 refused; `aggregator run --scheduler tls://...` aggregates exactly what a plain run does."""
 
 import contextlib
-import importlib.util
 import json
 import os
 import socket
@@ -29,15 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CERTS = [sys.executable, str(ROOT / "deploy" / "dask_tls.py")]
 
 
-def _deploy_module(name: str):
-    """A script of deploy/ (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tls_env = _deploy_module("dask_tls").environment  # the variables compose and `make stack` set
+sys.path.insert(0, str(ROOT / "deploy"))  # its scripts, as modules
+from dask_tls import environment as tls_env  # noqa: E402  (the variables compose and `make stack` set)
+from stack import Processes  # noqa: E402
 
 
 def security(folder: Path) -> Security:
@@ -67,39 +60,42 @@ def certificates(tmp_path_factory) -> dict[str, Path]:
 
 @contextlib.contextmanager
 def tls_cluster(folder: Path, certs: Path, workers: int = 2) -> Iterator[str]:
-    """`dask scheduler --protocol tls` and `dask worker` processes on 127.0.0.1; yields the scheduler's address."""
+    """`dask scheduler --protocol tls` and `dask worker` processes on 127.0.0.1, started and stopped as `make stack`
+    does (deploy/stack.py's Processes); yields the scheduler's address."""
     scheduler_file = folder / "scheduler.json"
     local = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+    processes = Processes(folder)
 
-    def start(role: str, *args: str) -> subprocess.Popen:
-        env = clean_env() | tls_env(certs, role)
-        with (folder / f"{role}-{time.monotonic_ns()}.log").open("wb") as log:
-            return subprocess.Popen([DASK, *args, *local], env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    def start(name: str, role: str, *args: str) -> None:
+        processes.start(name, [DASK, *args, *local], clean_env() | tls_env(certs, role), folder)
 
-    processes = [
-        start("scheduler", "scheduler", "--protocol", "tls", "--port", "0", "--scheduler-file", str(scheduler_file))
-    ]
     try:
+        start(
+            "scheduler",
+            "scheduler",
+            "scheduler",
+            "--protocol",
+            "tls",
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(scheduler_file),
+        )
         deadline = time.monotonic() + 30
         while not scheduler_file.exists():
+            processes.check()
             assert time.monotonic() < deadline, "the scheduler did not start"
             time.sleep(0.1)
         address = json.loads(scheduler_file.read_text())["address"]
         assert address.startswith("tls://")
-        processes += [start("worker", "worker", address, "--nworkers", "1", "--nthreads", "1") for _ in range(workers)]
+        for n in range(workers):
+            start(f"worker-{n}", "worker", "worker", address, "--nworkers", "1", "--nthreads", "1")
         with Client(address, security=security(certs), timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
             assert all(w.startswith("tls://") for w in client.scheduler_info()["workers"])
         yield address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        processes.stop()
 
 
 @pytest.fixture(scope="module")
