@@ -276,3 +276,14 @@ def test_deploy_check_renders_and_validates_the_chart_offline():
     assert lines[-1] == "chart telemetry-aggregates: lints and renders valid objects for Kubernetes 1.32.0"
     checked = {line.split(":")[0] for line in lines[:-1] if line.endswith(" objects, valid")}
     assert checked == {f"deploy/helm/telemetry-aggregates/ci/{p.name}" for p in (root / "deploy/helm").glob("*/ci/*")}
+
+
+def test_the_readme_names_the_commands_a_new_user_runs_and_links_the_reference():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:40])
+    for text in ("make demo", "make test", ".venv/bin/aggregator", "telemetry_demo"):
+        assert text in first_screen, text
+    pages = set(re.findall(r"\]\((docs/[\w-]+\.md)\)", readme))
+    assert {"docs/job.md", "docs/semantics.md", "docs/api.md", "docs/differences.md", "docs/deploy.md"} <= pages
+    assert all((root / page).is_file() for page in pages)
