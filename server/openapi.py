@@ -13,7 +13,8 @@ from server.params import CHANNEL, CHILD, DATE, MAX_DATES, MAX_VALUE, METRIC, VE
 ERROR = {"$ref": "#/components/schemas/Error"}
 MEANING = {
     304: "Not modified since the ETag sent in If-None-Match (no body).",
-    400: "A request the server cannot parse: a request line or header over the limit, raw bytes outside ASCII.",
+    400: "A request the server cannot parse: a request line or header over the limit, raw bytes outside ASCII; "
+    "or a metric answer past API_MAX_ANSWER_CELLS bucket counts (`answer_too_large`: ask for fewer dates or labels).",
     403: "Not authenticated: a missing, malformed, expired or under-scoped bearer token.",
     404: "Unknown kind, channel, metric or file, invalid value, blacklisted metric, or no data.",
     405: "Unknown query parameter; `Allow` holds the URL with only the valid parameters.",
