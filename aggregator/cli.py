@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import re
@@ -10,6 +11,7 @@ import signal
 import socket
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -197,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
         performance_report=args.performance_report,
         progress=not args.no_progress and sys.stdout.isatty(),  # a bar redrawn with \r only suits a terminal
     )
-    summary = run_job(config)
+    with _workers_ignore_ctrl_c() as say:
+        summary = run_job(config, say=say)
     print("\n".join(summary.lines()))
     publish = shlex.join(["aggregator", "publish", "--snapshot", args.snapshot, *_each("--date", summary.dates)])
     print(f"the snapshot is complete: {len(summary.dates)} submission dates in {args.snapshot}")
@@ -279,7 +282,8 @@ def _demo(args: argparse.Namespace) -> int:
         scalar_definitions=corpus.scalars_definitions,
         progress=sys.stdout.isatty(),
     )
-    summary = run_job(config)
+    with _workers_ignore_ctrl_c() as say:
+        summary = run_job(config, say=say)
     print("\n".join(summary.lines()))
     return _demo_serve(config.snapshot, corpus.dates, port, args.no_serve)
 
@@ -307,6 +311,23 @@ def _serve(args: argparse.Namespace) -> int:
     _check_port(settings.host, settings.port)
     serve(settings)
     return 0
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[Callable[..., None]]:
+    """A terminal's Ctrl-C reaches the whole process group, and each worker process of the local cluster would
+    react to it on its own, logging what it cancels. SIGINT is blocked while they start, so that they inherit it
+    blocked, and unblocked here at the job's first message, once they run: a Ctrl-C meanwhile waits until then."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def say(*args: object) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        print(*args)
+
+    try:
+        yield say
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _interrupted(signum: int, frame: object) -> None:
