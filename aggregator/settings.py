@@ -112,9 +112,50 @@ SETTINGS: tuple[Setting, ...] = (
         "held 33 million for one date: 66 MB in 5 s.",
     ),
     Setting(
-        "API_CACHE_ENTRIES",
-        "1000",
-        "Responses kept in the API's in-memory cache (0: no cache; the listing routes' catalog is kept either way).",
+        "API_CACHE_BYTES",
+        "67108864",
+        "Bytes of encoded answers (JSON and gzip, with their keys) the API's response cache holds, least recently "
+        "used out first (0: no cache; the listing routes' catalog is kept either way). 64 MiB keeps the API "
+        "far under the chart's 512 Mi beside its 165 MiB at rest; a count of entries let one caller's large "
+        "answers reach 622 MiB.",
+    ),
+    Setting(
+        "API_MAX_IN_FLIGHT",
+        "64",
+        "Requests the API handles at once; past it a request gets a 503 with Retry-After at once (the probes are "
+        "exempt). Six per pooled connection: enough to keep the pool busy, few enough that the large answers "
+        "in flight fit in memory.",
+    ),
+    Setting(
+        "API_MAX_CONNECTIONS",
+        "256",
+        "Open connections the API keeps; one more is closed as soon as it is accepted. A connection sending a "
+        "request head holds up to about 1 MiB until API_HEADER_TIMEOUT_SECONDS: 256 of them fit in memory.",
+    ),
+    Setting(
+        "API_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "A connection must send a whole request head within this time of opening or of its last answer, else it "
+        "is closed; idle keep-alive connections close after it too. Clients send a head in one packet; slow "
+        "ones held about 1.4 MiB each, indefinitely.",
+    ),
+    Setting(
+        "API_BODY_TIMEOUT_SECONDS",
+        "5",
+        "Time a request body (no route takes one) is read and discarded after the answer before the connection "
+        "is closed: a body trickled byte by byte holds its connection no longer.",
+    ),
+    Setting(
+        "API_ANSWER_THREADS",
+        "2",
+        "Threads that sum and encode large answers off the event loop, so that other requests are answered "
+        "meanwhile: two keep the chart's one CPU busy while numpy, orjson and zlib release the GIL.",
+    ),
+    Setting(
+        "API_OFFLOAD_CELLS",
+        "50000",
+        "Answers of at least this many stored bucket counts are summed and encoded on those threads, smaller ones "
+        "inline: 50,000 take about 10 ms, more than the thread hop's cost.",
     ),
     Setting("API_MAX_AGE", "300", "Cache-Control max-age (seconds) of data responses; ETags revalidate them."),
     Setting("API_LEDGER_POLL_SECONDS", "1", "How often the API looks for a new publish (0: on every request)."),

@@ -12,7 +12,6 @@ import asyncpg
 import uvloop
 from aiohttp import web
 
-from aggregator.settings import number
 from aggregator.store.connect import connect_options
 from aggregator.store.schema import SchemaError, check_schema
 from server.auth import Authenticator
@@ -20,10 +19,11 @@ from server.cache import ResponseCache
 from server.catalog import Catalog
 from server.config import ServerSettings
 from server.jwks import SigningKeys
-from server.keys import AUTH, CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, POOL, READER, SETTINGS
+from server.keys import AUTH, CACHE, CATALOG, LEDGER, METRICS, OFFLOADER, POLICY_TAG, POOL, READER, SETTINGS
 from server.ledger import Ledger
 from server.metrics import ApiMetrics
 from server.middlewares import setup_middlewares
+from server.offload import Offloader
 from server.ops import metrics_site
 from server.policy import listed_metrics
 from server.queries import Reader
@@ -70,7 +70,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         reader = Reader(
             pool,
             acquire_timeout=settings.statement_timeout_ms / 1000,
-            max_answer_cells=number("API_MAX_ANSWER_CELLS", int, low=1),
+            max_answer_cells=settings.max_answer_cells,
         )
         app[POOL] = pool
         app[READER] = reader
@@ -91,8 +91,16 @@ async def authenticator(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_cache(app: web.Application) -> None:
-    cache = app[CACHE] = ResponseCache(app[SETTINGS].cache_entries)
+    cache = app[CACHE] = ResponseCache(app[SETTINGS].cache_bytes)
     app[METRICS].gauge("api_cache_entries", "Responses in the response cache.", lambda: len(cache))
+    app[METRICS].gauge("api_cache_bytes", "Bytes the response cache is charged for.", lambda: cache.bytes)
+
+
+async def offloader(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[OFFLOADER] = Offloader(settings.answer_threads, settings.offload_cells)
+    yield
+    app[OFFLOADER].close()
 
 
 def setup_auth(app: web.Application) -> None:
@@ -110,10 +118,17 @@ def setup_metrics(app: web.Application) -> None:
 
 
 def create_app(settings: ServerSettings) -> web.Application:
-    app = web.Application(handler_args={"max_line_size": MAX_URL_BYTES})
+    app = web.Application(
+        handler_args={
+            "max_line_size": MAX_URL_BYTES,
+            "keepalive_timeout": settings.header_timeout_seconds,  # the head's deadline (server/serving.py)
+            "lingering_time": settings.body_timeout_seconds,
+        }
+    )
     app[SETTINGS] = settings
     setup_metrics(app)
     setup_cache(app)
+    app.cleanup_ctx.append(offloader)
     setup_auth(app)
     setup_middlewares(app)
     setup_routes(app)

@@ -21,7 +21,14 @@ class ServerSettings:
     pool_min: int
     pool_max: int
     statement_timeout_ms: int
-    cache_entries: int
+    cache_bytes: int
+    max_answer_cells: int
+    max_in_flight: int
+    max_connections: int
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    answer_threads: int
+    offload_cells: int
     max_age: int
     ledger_poll_seconds: float
     force_https: bool
@@ -54,7 +61,14 @@ class ServerSettings:
             pool_min=number("API_POOL_MIN"),
             pool_max=number("API_POOL_MAX", low=1),
             statement_timeout_ms=number("API_STATEMENT_TIMEOUT_MS"),
-            cache_entries=number("API_CACHE_ENTRIES"),
+            cache_bytes=number("API_CACHE_BYTES"),
+            max_answer_cells=number("API_MAX_ANSWER_CELLS", low=1),
+            max_in_flight=number("API_MAX_IN_FLIGHT", low=1),
+            max_connections=number("API_MAX_CONNECTIONS", low=1),
+            header_timeout_seconds=number("API_HEADER_TIMEOUT_SECONDS", float, low=0.1),
+            body_timeout_seconds=number("API_BODY_TIMEOUT_SECONDS", float, low=0.1),
+            answer_threads=number("API_ANSWER_THREADS", low=1),
+            offload_cells=number("API_OFFLOAD_CELLS"),
             max_age=number("API_MAX_AGE"),
             ledger_poll_seconds=number("API_LEDGER_POLL_SECONDS", float),
             force_https=flag("API_FORCE_HTTPS"),

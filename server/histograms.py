@@ -71,6 +71,11 @@ def decode(rows: list[Row]) -> np.ndarray:
     return np.ascontiguousarray(elements[:, :, 4:]).view(">i8").reshape(len(rows), width).astype(np.int64)
 
 
+def stored_cells(rows: list[Row]) -> int:
+    """The bucket counts the rows hold: the work of summing and encoding them."""
+    return sum(len(r.histogram) - HEADER for r in rows) // ELEMENT
+
+
 def dominant_layout(rows: list[Row]) -> int:
     """The layout most of the data is in. One metric has one layout unless it has no definition and pings
     disagreed (docs/semantics.md); an answer has one `buckets` list, so the layout counted most wins."""

@@ -45,6 +45,12 @@ class ApiMetrics:
             ["cause"],
             registry=self.registry,
         )
+        self.shed = Counter(
+            "api_shed",
+            "Connections closed at once (API_MAX_CONNECTIONS) and requests answered 503 (API_MAX_IN_FLIGHT).",
+            ["limit"],
+            registry=self.registry,
+        )
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.registry.register(_Gauges(self.gauges))
         self._latencies: dict[tuple[str, str, int], Histogram] = {}

@@ -1,5 +1,5 @@
-"""Cross-cutting HTTP behaviour: JSON errors and 503s, latency metrics, CORS, security headers, the trailing
-slash redirect and the optional https redirect of the original."""
+"""Cross-cutting HTTP behaviour: JSON errors and 503s, latency metrics, the limit on requests in flight, CORS,
+security headers, the trailing slash redirect and the optional https redirect of the original."""
 
 import logging
 import time
@@ -20,6 +20,8 @@ SECURITY_HEADERS = {
 ALLOWED_METHODS = "GET, HEAD, OPTIONS"
 HTTPS_EXEMPT = ("/status", "/__version__", "/__heartbeat__", "/__lbheartbeat__")  # prefixes, as the original
 RETRY_AFTER = "5"
+PROBES = frozenset({"/__lbheartbeat__", "/__ready__"})  # answered whatever the load: a full pod is still alive
+BUSY_RETRY_AFTER = "1"  # a full server frees slots within milliseconds to seconds
 
 
 class OutageLog:
@@ -100,6 +102,29 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(500, "internal_error", "Internal server error.")
 
 
+class InFlight:
+    """API_MAX_IN_FLIGHT: past it a request is answered 503 at once rather than queued, so the memory and the
+    wait of what is accepted stay bounded and the client (or the proxy) retries elsewhere or later."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path in PROBES:
+            return await handler(request)
+        if self.count >= self.limit:
+            request.app[METRICS].shed.labels("in_flight").inc()
+            description = f"The server is handling its most requests ({self.limit}) at once; try again shortly."
+            return error_response(503, "overloaded", description, {"Retry-After": BUSY_RETRY_AFTER})
+        self.count += 1
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+
+
 def _as_json(request: web.Request, exception: web.HTTPException) -> web.Response:
     """aiohttp's own errors (no route, wrong method, request too large) with a JSON body."""
     allow = {"Allow": ALLOWED_METHODS} if exception.status == 405 else None
@@ -143,5 +168,7 @@ def setup_middlewares(app: web.Application) -> None:
     # (`/channels//dates/`) into a redirect to another route (`/channels/dates/`) rather than a 404.
     slash = web.normalize_path_middleware(append_slash=True, merge_slashes=False)
     redirect = [https_redirect] if app[SETTINGS].force_https else []  # a layer less per request otherwise
-    app.middlewares.extend([*redirect, measure, errors, preflight, slash])
+    in_flight = InFlight(app[SETTINGS].max_in_flight)
+    app[METRICS].gauge("api_requests_in_flight", "Requests being handled.", lambda: in_flight.count)
+    app.middlewares.extend([*redirect, measure, in_flight.middleware, errors, preflight, slash])
     app.on_response_prepare.append(add_headers)

@@ -17,19 +17,28 @@ MEANING = {
     "or a metric answer past API_MAX_ANSWER_CELLS bucket counts (`answer_too_large`: ask for fewer dates or labels).",
     403: "Not authenticated: a missing, malformed, expired or under-scoped bearer token.",
     404: "Unknown kind, channel, metric or file, invalid value, blacklisted metric, or no data.",
-    405: "Unknown query parameter; `Allow` holds the URL with only the valid parameters.",
-    503: "The database (or the signing keys) cannot answer now; retry later (Retry-After).",
+    405: "Unknown query parameter; `Allow` holds the URL with only the valid parameters, or only the methods "
+    "when that URL is longer than API_MAX_ALLOW_BYTES.",
+    503: "The database (or the signing keys) cannot answer now, or the server is handling API_MAX_IN_FLIGHT "
+    "requests already (`overloaded`); retry later (Retry-After).",
 }
 HEADERS = {
     200: {
         "ETag": {"description": "The published data's version; send it back in If-None-Match.", "required": True},
         "Cache-Control": {"description": "public (private when authenticated), max-age.", "required": True},
     },
-    405: {"Allow": {"description": "The URL without the unknown parameters.", "required": True}},
+    405: {
+        "Allow": {
+            "description": "The URL without the unknown parameters; `GET, HEAD, OPTIONS` instead when that is longer "
+            "than API_MAX_ALLOW_BYTES (2,048 bytes by default).",
+            "required": True,
+        }
+    },
     503: {"Retry-After": {"description": "Seconds to wait.", "required": True}},
 }
 DATA = (304, 400, 404, 503)  # what every data route may answer besides 200
-OPS = (400,)  # and the operational ones
+OPS = (400, 503)  # and the operational ones (503: past API_MAX_IN_FLIGHT)
+PROBES = (400,)  # the probes, exempt from API_MAX_IN_FLIGHT
 OPTIONAL_AUTH = [{}, {"bearer": []}]  # a token unlocks release data and auth-only metrics
 AUTH = [{"bearer": []}]
 # what the files of server/static/ are served as (JavaScript under either name the platform may give it)
@@ -235,6 +244,12 @@ def _schemas() -> dict:
                 "details": {"type": "object"},
             },
         },
+        "Ready": {
+            "type": "object",
+            "required": ["status"],
+            "additionalProperties": False,
+            "properties": {"status": {"const": "ok"}},
+        },
     }
 
 
@@ -312,7 +327,13 @@ def spec() -> dict:
             "/__heartbeat__": _get(
                 "Health, database included.", _json(_ref("Heartbeat"), "Healthy."), (), OPS, more={"503": unhealthy}
             ),
-            "/__lbheartbeat__": _get("Load balancer liveness (empty body).", {"description": "Alive."}, (), OPS),
+            "/__lbheartbeat__": _get("Liveness (empty body).", {"description": "Alive."}, (), PROBES),
+            "/__ready__": _get(
+                "Readiness: serving, without asking the database (queries answer 503 while it is away).",
+                _json(_ref("Ready"), "Ready."),
+                (),
+                PROBES,
+            ),
             "/__version__": _get(
                 "The deployed version (version.json).", _json({"type": "object"}, "Version."), (), (*OPS, 404)
             ),

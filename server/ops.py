@@ -1,5 +1,5 @@
-"""Operational routes: dockerflow's three, /status, the authenticated /authed and /clear-cache, /metrics (or its
-own port's site) and /openapi.json."""
+"""Operational routes: dockerflow's three, the readiness probe, /status, the authenticated /authed and
+/clear-cache, /metrics (or its own port's site) and /openapi.json."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +21,13 @@ async def status(request: web.Request) -> web.Response:
 
 async def lbheartbeat(request: web.Request) -> web.Response:
     return web.Response()
+
+
+async def ready(request: web.Request) -> web.Response:
+    """The readiness probe: it does not ask the database. The pod started with a reachable database at the
+    schema it reads; while the database is away the catalog and the response cache still answer, and queries
+    answer 503 themselves, so a Postgres blip does not take every pod out of service at once."""
+    return web.json_response({"status": "ok"})
 
 
 async def heartbeat(request: web.Request) -> web.Response:

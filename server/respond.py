@@ -3,7 +3,8 @@ listing routes' answers come from the catalog (server/catalog.py), the others fr
 
 The ETag is the publish ledger's newest id (any publish or trim changes it), plus whether the caller is
 authenticated (the channel list and /filters/ differ), so a quoted or unquoted `If-None-Match` that a
-browser or a script echoes back gets a 304 until the data changes.
+browser or a script echoes back gets a 304 until the data changes. A 304 is given only for an answer that
+exists: it is taken from the cache or computed first, so a metric that does not exist gets its 404.
 """
 
 import hashlib
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable
 import orjson
 from aiohttp import hdrs, web
 
-from server.cache import GZIP_MIN_BYTES, Body
+from server.cache import Body
 from server.catalog import Listings
 from server.keys import CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, SETTINGS
 from server.policy import authed
@@ -45,8 +46,8 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 def encoded(request: web.Request, body: Body, headers: dict[str, str]) -> web.Response:
     """The JSON body, gzip-encoded when the client accepts it and it is worth it."""
-    if len(body.raw) >= GZIP_MIN_BYTES and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, ""):
-        response = web.Response(body=body.gzipped(), headers=headers, content_type=JSON)
+    if body.gzipped is not None and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, ""):
+        response = web.Response(body=body.gzipped, headers=headers, content_type=JSON)
         response.headers[hdrs.CONTENT_ENCODING] = "gzip"
         return response
     return web.Response(body=body.raw, headers=headers, content_type=JSON)
@@ -85,8 +86,6 @@ async def _answer(request: web.Request, key: Hashable, compute: Callable[[int], 
         hdrs.CACHE_CONTROL: f"{'private' if is_authed else 'public'}, max-age={settings.max_age}",
         hdrs.VARY: "Accept-Encoding, Authorization",
     }
-    if etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
-        return web.Response(status=304, headers=headers)
     cache = app[CACHE]
     full_key = (generation, is_authed, key)
     body = cache.get(full_key)
@@ -95,4 +94,6 @@ async def _answer(request: web.Request, key: Hashable, compute: Callable[[int], 
         answer = await compute(generation)
         body = answer if isinstance(answer, Body) else Body(dumps(answer))
         cache.put(full_key, body)
+    if etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):  # only once the answer is known to exist
+        return web.Response(status=304, headers=headers)
     return encoded(request, body, headers)

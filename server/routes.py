@@ -10,6 +10,7 @@ ROUTES = (
     ("/status", ops.status),
     ("/__heartbeat__", ops.heartbeat),
     ("/__lbheartbeat__", ops.lbheartbeat),
+    ("/__ready__", ops.ready),
     ("/__version__", ops.version),
     ("/authed", ops.authed),
     ("/clear-cache", ops.clear_cache),

@@ -4,23 +4,45 @@ aiohttp answers a request it cannot parse (a request line over the limit, raw by
 broken header) itself, before any middleware runs, as text/plain without the app's headers, and it has no hook
 for that answer. Its connection handler's `handle_error` makes it, so this runner's connections override it to
 send the API's JSON error (`{"code", "description"}`) with the security and CORS headers of every answer.
+
+The same connections enforce API_MAX_CONNECTIONS: asyncio's server has no limit of its own (its `backlog` only
+bounds the connections not yet accepted), so one past the limit is closed as soon as it is accepted. The read
+deadlines are aiohttp's own knobs, set in create_app: `keepalive_timeout`, armed when a connection opens and
+after each answer and not pushed back by bytes trickling in, closes a connection whose request head is not
+whole in time; `lingering_time` bounds reading the body of an answered request.
 """
 
 import asyncio
 from http import HTTPStatus
+from typing import NamedTuple
 
 from aiohttp import hdrs, web
+from prometheus_client import Counter
 
 from server.errors import http_error
+from server.keys import METRICS, SETTINGS
 from server.middlewares import SECURITY_HEADERS
 
 MAX_DESCRIPTION = 200  # characters of aiohttp's message kept (it quotes the request line it could not parse)
 
 
+class Limits(NamedTuple):
+    max_connections: int
+    shed: Counter  # counts the connections closed for it
+
+
 class JsonErrorHandler(web.RequestHandler):
-    """One connection; its unparsable requests (and failures outside the middlewares) answered as JSON."""
+    """One connection; its unparsable requests (and failures outside the middlewares) answered as JSON, and
+    closed at once when the server already holds its most connections."""
 
     __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        server = self._manager
+        if server is not None and len(server.connections) > server.limits.max_connections:
+            server.limits.shed.labels("connections").inc()
+            self.force_close()
 
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -35,6 +57,8 @@ class JsonErrorHandler(web.RequestHandler):
 
 
 class _Server(web.Server):
+    limits: "Limits"
+
     def __call__(self) -> web.RequestHandler:
         return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
@@ -45,6 +69,8 @@ class AppRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server  # the same server; only the connections it makes differ
+        server.limits = Limits(self.app[SETTINGS].max_connections, self.app[METRICS].shed)
+        self.app[METRICS].gauge("api_connections", "Open connections.", lambda: len(server.connections))
         return server
 
 

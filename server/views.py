@@ -5,13 +5,25 @@ from datetime import date
 
 from aiohttp import web
 
+from server.cache import Body
 from server.errors import error, not_found
-from server.histograms import USE_COUNTER, Cell, Layout, Row, dominant_layout, statistics, sum_cells, use_counter
-from server.keys import READER
+from server.histograms import (
+    USE_COUNTER,
+    Cell,
+    Layout,
+    Row,
+    dominant_layout,
+    statistics,
+    stored_cells,
+    sum_cells,
+    use_counter,
+)
+from server.keys import OFFLOADER, READER
+from server.offload import Offloader
 from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query, yyyymmdd
 from server.policy import allow_metric, authed, require_auth
 from server.queries import COUNT_PREFIX, AnswerTooLarge, Reader
-from server.respond import data_answer, listing_answer
+from server.respond import data_answer, dumps, listing_answer
 
 
 async def channels(request: web.Request) -> web.Response:
@@ -46,7 +58,8 @@ async def metric(request: web.Request) -> web.Response:
     if query.metric.startswith(COUNT_PREFIX):  # count histograms are asked for by their own name
         raise not_found("Cannot find this histogram definition.")
     try:
-        return await data_answer(request, ("metric", query), lambda: _answer(request.app[READER], query))
+        app = request.app
+        return await data_answer(request, ("metric", query), lambda: _answer(app[READER], app[OFFLOADER], query))
     except AnswerTooLarge as big:
         raise error(web.HTTPBadRequest, "answer_too_large", too_large(big)) from None
 
@@ -61,14 +74,36 @@ def too_large(big: AnswerTooLarge) -> str:
     )
 
 
-async def _answer(reader: Reader, query: MetricQuery) -> dict:
-    """The original's answer: entries in the order of the dates asked for, labels sorted within a date."""
+async def _answer(reader: Reader, offloader: Offloader, query: MetricQuery) -> Body:
+    """The original's answer, encoded: its rows read here, then summed and encoded off the event loop when large."""
     if query.metric.startswith("USE_COUNTER2_"):
-        cells, layout = await _use_counter(reader, query)
+        numerators = await reader.cells(query, query.metric)
+        scope = "CONTENT" if query.metric.endswith("_DOCUMENT") else "TOP_LEVEL_CONTENT"
+        documents = await reader.cells(query, f"{COUNT_PREFIX}{scope}_DOCUMENTS_DESTROYED")
+        rows, layout = numerators + documents, USE_COUNTER
+
+        def summed() -> dict[tuple[date, str], Cell]:
+            return _use_counter(numerators, documents, query.dates)
     else:
-        cells, layout = await _metric(reader, query)
+        rows = await reader.cells(query, await reader.stored_name(query.metric))
+        if not rows:
+            if await reader.known(query.channel, query.version, [query.metric, COUNT_PREFIX + query.metric]):
+                raise not_found("No data found for this metric.")
+            what = "scalar" if query.metric.startswith("SCALARS_") else "histogram"
+            raise not_found(f"Cannot find this {what} definition.")
+        dominant = dominant_layout(rows)
+        layout = (await reader.layouts({dominant}))[dominant]
+
+        def summed() -> dict[tuple[date, str], Cell]:
+            return sum_cells([r for r in rows if r.layout == dominant])
+
     undescribed = query.metric.startswith(("SIMPLE_MEASURES_", "USE_COUNTER"))  # "" in the original too
     description = "" if undescribed else await reader.description(query.metric)
+    return await offloader.run(stored_cells(rows), lambda: Body(dumps(_payload(query, summed(), layout, description))))
+
+
+def _payload(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: Layout, description: str) -> dict:
+    """Entries in the order of the dates asked for, labels sorted within a date."""
     order = {day: i for i, day in enumerate(query.dates)}
     texts = {day: yyyymmdd(day) for day in query.dates}
     data = []
@@ -87,27 +122,12 @@ async def _answer(reader: Reader, query: MetricQuery) -> dict:
     return {"buckets": layout.buckets(), "kind": layout.kind, "description": description, "data": data}
 
 
-async def _metric(reader: Reader, query: MetricQuery) -> tuple[dict[tuple[date, str], Cell], Layout]:
-    """A histogram, scalar or simple measurement; a count histogram is stored as `[[COUNT]]_<name>`."""
-    rows = await reader.cells(query, await reader.stored_name(query.metric))
-    if not rows:
-        if await reader.known(query.channel, query.version, [query.metric, COUNT_PREFIX + query.metric]):
-            raise not_found("No data found for this metric.")
-        what = "scalar" if query.metric.startswith("SCALARS_") else "histogram"
-        raise not_found(f"Cannot find this {what} definition.")
-    layout = dominant_layout(rows)
-    cells = sum_cells([r for r in rows if r.layout == layout])
-    return cells, (await reader.layouts({layout}))[layout]
-
-
-async def _use_counter(reader: Reader, query: MetricQuery) -> tuple[dict[tuple[date, str], Cell], Layout]:
+def _use_counter(numerators: list[Row], documents: list[Row], dates: tuple[date, ...]) -> dict[tuple[date, str], Cell]:
     """USE_COUNTER2_*: the false bucket derived from the documents destroyed (the original's Bug 1412382)."""
-    scope = "CONTENT" if query.metric.endswith("_DOCUMENT") else "TOP_LEVEL_CONTENT"
-    documents = await reader.cells(query, f"{COUNT_PREFIX}{scope}_DOCUMENTS_DESTROYED")
-    cells = use_counter(_summed(await reader.cells(query, query.metric)), _summed(documents), query.dates)
+    cells = use_counter(_summed(numerators), _summed(documents), dates)
     if not cells:
         raise not_found("No data found for this metric.")
-    return cells, USE_COUNTER
+    return cells
 
 
 def _summed(rows: list[Row]) -> dict[tuple[date, str], Cell]:

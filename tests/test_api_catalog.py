@@ -103,7 +103,7 @@ async def test_a_publish_is_listed_once_the_ledger_moves(
     one_day, both_days = expected_listings([by_day[first]]), expected_listings([by_day[first], by_day[second]])
     pairs = set(both_days["filters"]) | {("nightly", "1")}
     assert one_day != both_days
-    settings = settings_for(empty_database_url, cache_entries=0, ledger_poll_seconds=POLL)
+    settings = settings_for(empty_database_url, cache_bytes=0, ledger_poll_seconds=POLL)
     client = await aiohttp_client(create_app(settings))
     await assert_listings(client, one_day, pairs)
     path = "/aggregates_by/submission_date/channels/nightly/dates/"
@@ -146,7 +146,7 @@ LISTINGS = (
 
 
 async def test_one_load_for_concurrent_requests_then_no_query(aiohttp_client, database_url):
-    client = await aiohttp_client(create_app(settings_for(database_url, cache_entries=0, ledger_poll_seconds=3600)))
+    client = await aiohttp_client(create_app(settings_for(database_url, cache_bytes=0, ledger_poll_seconds=3600)))
     made = await queries_made(client)
     answers = await asyncio.gather(*(client.get(path) for path in LISTINGS * 8))
     assert {answer.status for answer in answers} == {200}
@@ -162,7 +162,7 @@ async def test_loaded_listings_are_served_while_the_database_is_down(aiohttp_cli
     yet hold is a 503, as every query then; both recover when the database is back."""
     proxy = Proxy()
     await proxy.start()
-    settings = settings_for(through(database_url, proxy.port), cache_entries=0, ledger_poll_seconds=POLL)
+    settings = settings_for(through(database_url, proxy.port), cache_bytes=0, ledger_poll_seconds=POLL)
     client = await aiohttp_client(create_app(settings))
     loaded = {path: await (await client.get(path)).read() for path in LISTINGS}
     await proxy.stop()
@@ -184,7 +184,7 @@ async def test_loaded_listings_are_served_while_the_database_is_down(aiohttp_cli
 async def test_a_first_load_that_fails_is_a_503_and_is_tried_again(aiohttp_client, database_url, cells):
     proxy = Proxy()
     await proxy.start()
-    settings = settings_for(through(database_url, proxy.port), cache_entries=0, ledger_poll_seconds=3600)
+    settings = settings_for(through(database_url, proxy.port), cache_bytes=0, ledger_poll_seconds=3600)
     client = await aiohttp_client(create_app(settings))
     assert (await client.get("/freshness/")).status == 200  # the ledger is read; the catalog is not loaded
     await proxy.stop()

@@ -63,7 +63,7 @@ def through(url: str, port: int) -> str:
 async def test_database_down_is_a_503_and_recovery_is_automatic(aiohttp_client, database_url):
     proxy = Proxy()
     await proxy.start()
-    client = await aiohttp_client(create_app(settings_for(through(database_url, proxy.port), cache_entries=0)))
+    client = await aiohttp_client(create_app(settings_for(through(database_url, proxy.port), cache_bytes=0)))
     assert (await client.get(METRIC)).status == 200
     await proxy.stop()
     for path in (METRIC, "/aggregates_by/build_id/channels/"):
@@ -86,7 +86,7 @@ async def test_database_down_is_a_503_and_recovery_is_automatic(aiohttp_client, 
 
 async def test_statement_timeout_is_a_503(aiohttp_client, database_url):
     client = await aiohttp_client(
-        create_app(settings_for(database_url, statement_timeout_ms=300, cache_entries=0, pool_min=1, pool_max=3))
+        create_app(settings_for(database_url, statement_timeout_ms=300, cache_bytes=0, pool_min=1, pool_max=3))
     )
     assert client.app[POOL].get_max_size() == 3
     blocker = await asyncpg.connect(database_url)

@@ -316,7 +316,7 @@ def test_api_deployment_service_hpa_pdb_and_probes(default_objects):
     assert container_ports(container) == {"http": args.port, "metrics": int(env_of(container)["API_METRICS_PORT"])}
     routes = api_routes()
     assert container["livenessProbe"]["httpGet"] == {"path": "/__lbheartbeat__", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/__heartbeat__", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/__ready__", "port": "http"}
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["path"] in routes
     assert "replicas" not in deployment["spec"]  # the HPA owns it
