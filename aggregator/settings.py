@@ -128,9 +128,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "API_MAX_CONNECTIONS",
-        "256",
-        "Open connections the API keeps; one more is closed as soon as it is accepted. A connection sending a "
-        "request head holds up to about 1 MiB until API_HEADER_TIMEOUT_SECONDS: 256 of them fit in memory.",
+        "128",
+        "Open connections the API keeps; one more is closed as soon as it is accepted. A connection sending the "
+        "largest request head aiohttp parses (0.9 MiB) holds 1.9 MiB until API_HEADER_TIMEOUT_SECONDS: 128 of "
+        "them take 240 MiB, which fits under the chart's 512 Mi beside the cache.",
     ),
     Setting(
         "API_HEADER_TIMEOUT_SECONDS",

@@ -36,7 +36,7 @@ STATEMENT_TIMEOUT = 5.0  # seconds: the server's default (API_STATEMENT_TIMEOUT_
 LEDGER_POLL = 1.0  # seconds: the server's default (API_LEDGER_POLL_SECONDS); a cached answer may live this long
 RECOVERY = 3.0  # seconds after Postgres accepts connections again, by which every request succeeds
 RSS_BOUND = 400 * 2**20  # bytes
-NEEDS_NO_DATABASE = ("/status", "/__lbheartbeat__")
+NEEDS_NO_DATABASE = ("/status", "/__lbheartbeat__", "/__ready__")
 STORED = """SELECT (SELECT count(*) FROM contributions) AS contributions, (SELECT max(id) FROM publishes) AS ledger,
                    (SELECT count(*) FROM aggregates) AS rows, (SELECT count(*) FROM aggregates_all) AS rollup_rows"""
 
@@ -98,7 +98,7 @@ async def route_mix(base: str, session: aiohttp.ClientSession, draw: random.Rand
         (2, lambda: metric(30, False)),
         (2, lambda: metric(1, True)),
         (1, lambda: metric(30, True)),
-        (1, lambda: draw.choice(("/status", "/__heartbeat__", "/__lbheartbeat__"))),
+        (1, lambda: draw.choice(("/status", "/__heartbeat__", "/__lbheartbeat__", "/__ready__"))),
     ]
     makers = [maker for weight, maker in kinds for _ in range(weight)]
     return lambda: draw.choice(makers)()
