@@ -8,7 +8,7 @@ values. Answers are kept encoded, with the policy applied (release left out of a
 blacklisted metrics, and auth-only ones for anonymous callers, left out of /filters/), so a listing answer
 costs no query, no JSON encoding and no gzip.
 
-This is not the response cache (server/cache.py, `API_CACHE_ENTRIES`, which may be off): it is always on and
+This is not the response cache (server/cache.py, `API_CACHE_BYTES`, which may be off): it is always on and
 holds only the listings of the newest generation loaded, as many as the catalog tables have distinct rows
 (kinds x channels x versions x dates, and the filter values of the channels and versions asked for); an older
 generation's are dropped when a newer one is loaded. If the database goes away, what was loaded keeps being
