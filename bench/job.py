@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Scheduler, Worker
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 from report import machine, write_section  # bench/report.py, beside this file
@@ -45,6 +45,7 @@ from aggregator.tasks import aggregate_chunk
 CORE = max(os.sched_getaffinity(0))  # the single-core rounds' core: core 1 of two
 AGGREGATOR = Path(sys.executable).with_name("aggregator")  # the command installed beside this interpreter
 TASK_LOG = "BENCH_JOB_TASK_LOG"  # environment variable: where the scheduler's preload writes the task log
+CPU_LOG = "BENCH_JOB_CPU_LOG"  # environment variable: where each worker's preload writes its tasks' CPU time
 
 # The job's functions, as they name their Dask tasks, and their phases. A task named after none of them is
 # Dask's own (DASK_OWN: bag bookkeeping, the delayed definitions) or "other", so that renamed or new tasks show
@@ -75,6 +76,7 @@ class Timeline:
     cpu: float  # user + system seconds of all its processes
     tasks: list[tuple[str, float, float]] = field(default_factory=list)
     lines: list[tuple[float, str]] = field(default_factory=list)
+    task_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds in the workers' tasks, by key prefix
 
     @property
     def seconds(self) -> float:
@@ -97,10 +99,21 @@ class TaskLog(SchedulerPlugin):
         Path(self.path).write_bytes(orjson.dumps(self.tasks))
 
 
-def dask_setup(scheduler) -> None:
-    """The scheduler's preload in the command's timed runs (distributed.scheduler.preload): keeps their task log."""
-    if path := os.environ.get(TASK_LOG):
-        scheduler.add_plugin(TaskLog(path))
+def dask_setup(server) -> None:
+    """The preload of the scheduler and the workers in the command's timed runs (distributed.scheduler.preload,
+    distributed.worker.preload): the scheduler keeps their task log."""
+    if (path := os.environ.get(TASK_LOG)) and isinstance(server, Scheduler):
+        server.add_plugin(TaskLog(path))
+
+
+def dask_teardown(server) -> None:
+    """As a worker closes: writes the CPU time its tasks took by key prefix, from Dask's own metrics of them."""
+    if (path := os.environ.get(CPU_LOG)) and isinstance(server, Worker):
+        cpu = defaultdict(float)
+        for key, seconds in server.digests_total.items():
+            if isinstance(key, tuple) and key[0] == "execute" and key[-2:] == ("thread-cpu", "seconds"):
+                cpu[key[-3]] += seconds
+        Path(f"{path}.{os.getpid()}").write_bytes(orjson.dumps(cpu))
 
 
 def floor(files: list[str]) -> int:
@@ -158,13 +171,14 @@ def pinned(core: int) -> Iterator[None]:
 
 
 def command_env(**extra: str) -> dict[str, str]:
-    """The environment of the command's runs: this module as its scheduler's preload, and output unbuffered so
-    that each line is timed as it is printed."""
+    """The environment of the command's runs: this module as the preload of its scheduler and workers, and output
+    unbuffered so that each line is timed as it is printed."""
     path = [p for p in (os.environ.get("PYTHONPATH"), str(Path(__file__).resolve().parent)) if p]
     return os.environ | {
         "PYTHONPATH": os.pathsep.join(path),
         "PYTHONUNBUFFERED": "1",
         "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": f"['{Path(__file__).stem}']",
+        "DASK_DISTRIBUTED__WORKER__PRELOAD": f"['{Path(__file__).stem}']",
         **extra,
     }
 
@@ -177,18 +191,26 @@ def command_run(corpus, snapshot: Path, env: dict[str, str]) -> Timeline:
     command += ["--snapshot", str(snapshot), "--workers", "1", "--no-publish", "--no-progress"]
     command += ["--definitions", corpus.histograms_definitions]
     with tempfile.TemporaryDirectory() as tmp:
-        log, errors = Path(tmp, "tasks.json"), Path(tmp, "stderr")
+        log, cpu_log, errors = Path(tmp, "tasks.json"), Path(tmp, "cpu.json"), Path(tmp, "stderr")
         with errors.open("w") as stderr:
             started, cpu = time.time(), cpu_seconds(resource.RUSAGE_CHILDREN)
             with subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env | {TASK_LOG: str(log)}
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env | {TASK_LOG: str(log), CPU_LOG: str(cpu_log)},
             ) as process:
                 lines = [(time.time(), line.rstrip("\n")) for line in process.stdout]
             ended, cpu = time.time(), cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
         if process.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{errors.read_text()}")
         tasks = [tuple(task) for task in orjson.loads(log.read_bytes())] if log.exists() else []
-    return Timeline(started, ended, cpu, tasks, lines)
+        task_cpu: dict[str, float] = defaultdict(float)
+        for worker in Path(tmp).glob(f"{cpu_log.name}.*"):
+            for prefix, seconds in orjson.loads(worker.read_bytes()).items():
+                task_cpu[prefix] += seconds
+    return Timeline(started, ended, cpu, tasks, lines, task_cpu)
 
 
 def phase_of(prefix: str) -> str:
@@ -216,40 +238,58 @@ def stages(run: Timeline) -> dict[str, float]:
     return {STARTUP: first - run.started, CLUSTER: last - first, COMMIT: run.ended - last}
 
 
-def by_phase(run: Timeline) -> dict[str, float]:
-    """The cluster's work by phase, each labelled with the task prefixes in it: the time of its tasks, and the
-    rest (Dask's own tasks, scheduling, waiting) as SCHEDULING."""
-    first, last = milestones(run)
+def wall_by_prefix(run: Timeline) -> dict[str, float]:
+    """Each task prefix's compute time in the cluster's work (its tasks begun from the first ping read on)."""
+    first, _ = milestones(run)
     seconds: dict[str, float] = defaultdict(float)
-    prefixes: dict[str, set[str]] = defaultdict(set)
     for prefix, start, stop in run.tasks:
         if start >= first:
-            phase = phase_of(prefix)
-            seconds[phase] += stop - start
-            prefixes[phase].add(prefix)
-    seconds[SCHEDULING] = last - first - sum(t for phase, t in seconds.items() if phase != SCHEDULING)
+            seconds[prefix] += stop - start
+    return seconds
+
+
+def by_phase(run: Timeline) -> list[tuple[str, float, float]]:
+    """The cluster's work by phase, each labelled with its task prefixes: the wall time and the CPU time of its
+    tasks; SCHEDULING's wall time is the rest of the cluster's work (Dask's own tasks, scheduling, waiting)."""
+    wall, cpu = wall_by_prefix(run), run.task_cpu
+    prefixes: dict[str, set[str]] = defaultdict(set, {SCHEDULING: set()})
+    for prefix in wall.keys() | cpu.keys():
+        prefixes[phase_of(prefix)].add(prefix)
     known = list(dict.fromkeys(PHASES.values()))
-    order = sorted(seconds, key=lambda p: (p == SCHEDULING, known.index(p) if p in known else len(known), p))
-    return {f"{p} ({', '.join(f'`{prefix}`' for prefix in sorted(prefixes[p]))})": seconds[p] for p in order}
+    rows = []
+    for phase in sorted(prefixes, key=lambda p: (p == SCHEDULING, known.index(p) if p in known else len(known), p)):
+        names = ", ".join(f"`{prefix}`" for prefix in sorted(prefixes[phase]))
+        seconds = sum(wall.get(prefix, 0.0) for prefix in prefixes[phase])
+        if phase == SCHEDULING:
+            seconds = stages(run)[CLUSTER] - sum(wall.values()) + seconds
+        rows.append((f"{phase} ({names})", seconds, sum(cpu.get(prefix, 0.0) for prefix in prefixes[phase])))
+    return rows
 
 
 def phase_table(whole: Timeline, phased: Timeline) -> list[str]:
-    """Where the time of each run went: start-up, the cluster's work (by phase, from the run without fusion),
-    commit."""
+    """Where the time of each run went: start-up, the cluster's work (by phase, from the run without fusion, in
+    wall and in CPU time), commit."""
 
-    def cells(seconds: float | None, run: Timeline) -> str:
-        return " | " if seconds is None else f"{seconds:.2f} | {seconds / run.seconds:.0%}"
+    def cells(seconds: float | None, total: float) -> str:
+        return " | " if seconds is None else f"{seconds:.2f} | {seconds / total:.0%}"
 
     rows = [
-        "| phase | whole run: seconds | share | phase run: seconds | share |",
-        "|---|---|---|---|---|",
+        "| phase | whole run: seconds | share | phase run: seconds | share | phase run: CPU seconds | share |",
+        "|---|---|---|---|---|---|---|",
     ]
-    measured = [(whole, stages(whole)), (phased, stages(phased))]
+    split = [stages(whole), stages(phased)]
     for stage in (STARTUP, CLUSTER, COMMIT):
-        rows.append(f"| {stage} | " + " | ".join(cells(split.get(stage), run) for run, split in measured) + " |")
+        wall = f"{cells(split[0].get(stage), whole.seconds)} | {cells(split[1].get(stage), phased.seconds)}"
+        rows.append(f"| {stage} | {wall} | | |")
         if stage == CLUSTER and phased.tasks:
-            rows += [f"| - {label} | | | {cells(seconds, phased)} |" for label, seconds in by_phase(phased).items()]
-    rows.append(f"| the whole run | {cells(whole.seconds, whole)} | {cells(phased.seconds, phased)} |")
+            rows += [
+                f"| - {label} | | | {cells(seconds, phased.seconds)} | {cells(cpu, phased.cpu)} |"
+                for label, seconds, cpu in by_phase(phased)
+            ]
+    outside = phased.cpu - sum(phased.task_cpu.values())
+    rows.append(f"| CPU outside the tasks, in all the run's processes | | | | | {cells(outside, phased.cpu)} |")
+    wall = f"{cells(whole.seconds, whole.seconds)} | {cells(phased.seconds, phased.seconds)}"
+    rows.append(f"| the whole run | {wall} | {cells(phased.cpu, phased.cpu)} |")
     return rows
 
 
