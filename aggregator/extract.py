@@ -28,6 +28,7 @@ from aggregator.layouts import (
     fixed_layout,
     ping_layout,
 )
+from aggregator.scan import Scanned
 from aggregator.stats import RunStats
 
 AGGREGATED_CHANNELS = frozenset({"nightly", "aurora", "beta", "release"})
@@ -152,6 +153,8 @@ class Accumulator:
         self.definitions = definitions
         self.options = options
         self.limits = options.limits
+        self._scanned: Scanned | None = None
+        self._scan_base = 0
         self.dropped: Counter = Counter()
         self.overflow = 0
         self.layouts: list[Layout] = []
@@ -269,12 +272,20 @@ class Accumulator:
         return cache
 
     # -- pings ----------------------------------------------------------------------------------------------
-    def add(self, ping: object) -> tuple[str, ...] | str:
-        """Aggregate one ping; returns its dimension set, or the reason it was skipped."""
+    def add(self, ping: object, scanned: Scanned | None = None) -> tuple[str, ...] | str:
+        """Aggregate one ping; returns its dimension set, or the reason it was skipped. `scanned`: its histograms,
+        when aggregator/scan.py took them from its bytes (its histogram containers are then their numbers)."""
         dimensions = ping_dimensions(ping, self.options)
         if type(dimensions) is str:
             return dimensions
         histograms_before, values_before, entries_before = len(self._h_metrics), len(self._s_metrics), len(self._h_keys)
+        slots_before = len(self._h_slot_at)
+        self._scanned = scanned
+        if scanned is not None:
+            self._scan_base = self._k_size
+            self._k_keys.append(scanned.keys)
+            self._k_counts.append(scanned.counts)
+            self._k_size += len(scanned.keys)
         payload = ping["payload"]
         processes = payload.get("processes") or {}
         for process in PROCESS_TYPES:
@@ -298,6 +309,8 @@ class Accumulator:
                 (self._h_values, entries_before),
                 (self._s_metrics, values_before),
                 (self._s_values, values_before),
+                (self._h_slot_at, slots_before),
+                (self._h_slot_start, slots_before),
             ):
                 del pending[before:]
             return "too_many_buckets"
@@ -322,14 +335,22 @@ class Accumulator:
     # id, taken when the value has the common, valid shape. Everything else (first sight of a metric, layouts
     # taken from the ping, odd values) goes through the general path, which fills the cache when it can.
     def _histograms(self, process: str, container: dict) -> None:
+        scanned = self._scanned
         histograms = container.get("histograms")
         if histograms is not None:
             if type(histograms) is dict:
                 self._histogram_map(process, histograms, None)
+            elif scanned is not None:  # its number in the scan
+                self._histogram_rows(process, scanned.rows_of(histograms), None)
             else:
                 self.dropped["bad_container"] += 1
         keyed = container.get("keyedHistograms")
         if keyed is None:
+            return
+        if scanned is not None and type(keyed) is int:
+            for name, rows in scanned.keyed_rows_of(keyed):
+                if name not in EXCLUDED_KEYED_HISTOGRAMS:
+                    self._histogram_rows(process, self._bounded_rows(rows), name)
             return
         if type(keyed) is not dict:
             self.dropped["bad_container"] += 1
@@ -349,6 +370,41 @@ class Accumulator:
             return labels
         self.dropped["too_many_labels"] += len(labels) - limit
         return dict(itertools.islice(labels.items(), limit))
+
+    def _bounded_rows(self, rows: list) -> list:
+        """`_bounded` for the rows of a scanned keyed histogram."""
+        limit = self.limits.labels
+        if len(rows) <= limit:
+            return rows
+        self.dropped["too_many_labels"] += len(rows) - limit
+        return rows[:limit]
+
+    def _histogram_rows(self, process: str, rows: list, keyed_name: str | None) -> None:
+        """`_histogram_map` for scanned histograms: their buckets stay in the scan's arrays (slots)."""
+        cache = self._cache(process, "histogram" if keyed_name is None else ("keyed", keyed_name))
+        cached = cache.get
+        names, base = self._scanned.names, self._scan_base
+        add_metric, add_sum, add_size = self._h_metrics.append, self._h_sums.append, self._h_sizes.append
+        add_slot_at, add_slot_start = self._h_slot_at.append, self._h_slot_start.append
+        for name_index, label_index, kind, total, n, low, high, start, end in rows:
+            key = names[name_index if label_index < 0 else label_index]
+            metric = cached(key)
+            if metric is not None and kind != 4:  # the scan vouches for the rest of the fast path's checks
+                add_slot_at(len(self._h_metrics))
+                add_slot_start(base + start)
+                add_metric(metric)
+                add_sum(total)
+                add_size(end - start)
+                continue
+            histogram = {
+                "bucket_count": n,
+                "histogram_type": kind,
+                "sum": total,
+                "range": [low, high],
+                "values": self._scanned.values(start, end),
+            }
+            name, label = (key, "") if keyed_name is None else (keyed_name, key)
+            self._histogram(process, name, label, histogram, cache, key)
 
     def _histogram_map(self, process: str, histograms: dict, keyed_name: str | None) -> None:
         """`{name: histogram}`, or the `{label: histogram}` of the keyed histogram `keyed_name`."""
@@ -491,6 +547,12 @@ class Accumulator:
         self._h_values: list = []
         self._s_metrics: list[int] = []  # per scalar-like value
         self._s_values: list = []
+        # histograms whose buckets stay in the scans' arrays: their index in _h_metrics and first entry there
+        self._h_slot_at: list[int] = []
+        self._h_slot_start: list[int] = []
+        self._k_keys: list[np.ndarray] = []  # the scans' bucket keys and counts, ping after ping
+        self._k_counts: list[np.ndarray] = []
+        self._k_size = 0
 
     def _rows(self, dimensions: np.ndarray, metrics: np.ndarray, metric_layouts: np.ndarray) -> np.ndarray:
         """Row of each (dimension set, metric), creating the rows not seen before."""
@@ -534,9 +596,9 @@ class Accumulator:
         row_layouts = metric_layouts[self.row_metric]
         offsets = self.row_offset
         # histogram buckets: key -> column of the row's layout, or dropped
-        entry_rows = np.repeat(h_rows, np.asarray(self._h_sizes, dtype=np.int64))
-        keys = self._bucket_keys()
-        values = self._nonnegative(self._h_values, "bad_bucket_value")
+        sizes = np.asarray(self._h_sizes, dtype=np.int64)
+        entry_rows = np.repeat(h_rows, sizes)
+        keys, values = self._entries(sizes)
         columns = self._columns(row_layouts[entry_rows], keys)
         found = columns >= 0
         self._drop("unknown_bucket", int(np.count_nonzero(~found & (keys != _NOT_INT))))
@@ -554,6 +616,28 @@ class Accumulator:
         clamped += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
         self.overflow += clamped
         self._clear_pending()
+
+    def _entries(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every histogram's bucket keys and counts, in order: from the scans' arrays for scanned histograms,
+        from the pending lists for the others."""
+        keys, values = self._bucket_keys(), self._nonnegative(self._h_values, "bad_bucket_value")
+        if not self._h_slot_at:
+            return keys, values
+        at, starts = np.asarray(self._h_slot_at, dtype=np.int64), np.asarray(self._h_slot_start, dtype=np.int64)
+        lengths = sizes[at]
+        # entry j of scanned histogram i is entry starts[i] + j of the scans' arrays
+        index = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        scanned_keys = np.minimum(np.concatenate(self._k_keys)[index], _SPAN)  # as _KeyInts clips them
+        scanned_values = np.concatenate(self._k_counts)[index]
+        if len(at) == len(sizes):
+            return scanned_keys, scanned_values
+        scanned = np.zeros(len(sizes), dtype=bool)
+        scanned[at] = True
+        entry_scanned = np.repeat(scanned, sizes)
+        all_keys, all_values = np.empty(len(entry_scanned), np.int64), np.empty(len(entry_scanned), np.int64)
+        all_keys[entry_scanned], all_values[entry_scanned] = scanned_keys, scanned_values
+        all_keys[~entry_scanned], all_values[~entry_scanned] = keys, values
+        return all_keys, all_values
 
     def _bucket_keys(self) -> np.ndarray:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the few

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from fsspec.core import url_to_fs
+from isal.igzip_lib import IsalError
 
 PING_SUFFIXES = (".ndjson", ".ndjson.gz")
 _DATE_FOLDER = re.compile(r"(?:^|/)submission_date=(\d{8})(?:/|$)")
 DEFAULT_BLOCKSIZE = 128 * 2**20
-UNREADABLE = (gzip.BadGzipFile, EOFError, zlib.error, OSError, UnicodeDecodeError)
+# IsalError: ISA-L's zlib.error, when fsspec reads gzip through it
+UNREADABLE = (gzip.BadGzipFile, EOFError, zlib.error, IsalError, OSError, UnicodeDecodeError)
 
 
 class InputError(ValueError):

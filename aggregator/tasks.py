@@ -9,6 +9,7 @@ from aggregator.aggregate import Aggregate, by_submission_date, one_day
 from aggregator.extract import FILTER_REASONS, Accumulator, Options
 from aggregator.inputs import UNREADABLE, Chunk, Lines
 from aggregator.layouts import Definitions
+from aggregator.scan import scan
 from aggregator.snapshot import stage_part
 from aggregator.stats import FileStats, RunStats
 
@@ -39,12 +40,13 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
     try:
         for line in lines:
             stats.pings += 1
+            scanned = scan(line)
             try:
-                ping = orjson.loads(line)
-            except orjson.JSONDecodeError:
+                ping = orjson.loads(line if scanned is None else scanned[0])
+            except orjson.JSONDecodeError:  # the scan passes all it does not check on to the parser
                 stats.malformed[decode_error_reason(line)] += 1
                 continue
-            outcome = accumulator.add(ping)
+            outcome = accumulator.add(ping, None if scanned is None else scanned[1])
             if type(outcome) is tuple:
                 stats.aggregated += 1
                 stats.dates[outcome[0]] += 1

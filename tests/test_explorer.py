@@ -222,9 +222,10 @@ def test_the_url_reproduces_the_view(browser, site):
 
 
 def downloaded(folder: Path, name: str, seconds: float = 10) -> bytes:
-    path = folder / name
+    """The file once the browser has finished it: Chromium may name it before it has written it."""
+    path, partial = folder / name, folder / f"{name}.crdownload"
     deadline = time.monotonic() + seconds
-    while not path.exists():
+    while not path.exists() or partial.exists() or not path.stat().st_size:
         assert time.monotonic() < deadline, f"{name} was not downloaded"
         time.sleep(0.1)
     return path.read_bytes()
