@@ -8,10 +8,11 @@ The floor is what no aggregator can beat: gzip decompression plus `orjson.loads`
 jobs run in the same rounds, alternating, everything pinned to one core, best of --repeat, so that their ratios
 hold on a noisy machine.
 
-The phases come from Dask's own record of the command's tasks: this module is the scheduler's preload in the
-timed runs (`dask_setup`), and logs every task's compute interval by key prefix. Dask fuses a chain of bag tasks
-into one task named after some of its functions only, so the time by function comes from a second run of the
-same command with the bag optimisation off (`DASK_BAG_OPTIMIZE=False`), where each function is its own task.
+The phases come from Dask's own record of the command's tasks: this module is the preload of its scheduler,
+which logs every task's compute interval by key prefix (`dask_setup`), and of its worker, which writes its tasks'
+CPU time by key prefix as it closes (`dask_teardown`). Dask fuses a chain of bag tasks into one task named after
+some of its functions only, so the time by function comes from a second run of the same command with the bag
+optimisation off (`DASK_BAG_OPTIMIZE=False`), where each function is its own task.
 """
 
 import argparse
@@ -100,8 +101,8 @@ class TaskLog(SchedulerPlugin):
 
 
 def dask_setup(server) -> None:
-    """The preload of the scheduler and the workers in the command's timed runs (distributed.scheduler.preload,
-    distributed.worker.preload): the scheduler keeps their task log."""
+    """As the preload of the command's scheduler and workers starts (distributed.scheduler.preload,
+    distributed.worker.preload): the scheduler keeps the run's task log."""
     if (path := os.environ.get(TASK_LOG)) and isinstance(server, Scheduler):
         server.add_plugin(TaskLog(path))
 
@@ -109,7 +110,7 @@ def dask_setup(server) -> None:
 def dask_teardown(server) -> None:
     """As a worker closes: writes the CPU time its tasks took by key prefix, from Dask's own metrics of them."""
     if (path := os.environ.get(CPU_LOG)) and isinstance(server, Worker):
-        cpu = defaultdict(float)
+        cpu: dict[str, float] = defaultdict(float)
         for key, seconds in server.digests_total.items():
             if isinstance(key, tuple) and key[0] == "execute" and key[-2:] == ("thread-cpu", "seconds"):
                 cpu[key[-3]] += seconds
