@@ -1,6 +1,7 @@
 """The API under load as it is deployed, and through a Postgres outage.
 
-`python -m server` (default settings: response cache, pool of 10, 5 s statement timeout) serves a generated
+`python -m server` (default settings, a pool of 10 and a 5 s statement timeout, but a response cache of
+CACHE_BYTES, so that it fills within the run) serves a generated
 month published on a Postgres server of the tests' own (tests/postgres.py). bench/load.py's load generator runs
 64 concurrent clients on 127.0.0.1 with a mix of the routes clients call: listings, /filters/, metric answers
 for 1 and for 30 dates with and without filters, the health checks. Midway, Postgres is stopped as if it
@@ -36,6 +37,7 @@ STATEMENT_TIMEOUT = 5.0  # seconds: the server's default (API_STATEMENT_TIMEOUT_
 LEDGER_POLL = 1.0  # seconds: the server's default (API_LEDGER_POLL_SECONDS); a cached answer may live this long
 RECOVERY = 3.0  # seconds after Postgres accepts connections again, by which every request succeeds
 RSS_BOUND = 400 * 2**20  # bytes
+CACHE_BYTES = 4 * 2**20  # the default (64 MiB) takes longer to fill than the short run lasts
 NEEDS_NO_DATABASE = ("/status", "/__lbheartbeat__", "/__ready__")
 STORED = """SELECT (SELECT count(*) FROM contributions) AS contributions, (SELECT max(id) FROM publishes) AS ledger,
                    (SELECT count(*) FROM aggregates) AS rows, (SELECT count(*) FROM aggregates_all) AS rollup_rows"""
@@ -168,7 +170,7 @@ def test_load_and_a_postgres_outage(private_postgres, local_client, tmp_path, se
     assert stored[0]["contributions"] == 2 * days
     log = tmp_path / "server.log"
     with log.open("w") as output:
-        server, base = start_server(url, {}, output)
+        server, base = start_server(url, {"API_CACHE_BYTES": str(CACHE_BYTES)}, output)
     try:
         outage_at = seconds * 0.3
         requests, samples, down = asyncio.run(
