@@ -172,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aggregator", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
     _add_run(commands)
-    add_commands(commands, _date)
+    add_commands(commands, _date, _count)
     _add_generate(commands)
     _add_demo(commands)
     _add_serve(commands)

@@ -263,6 +263,38 @@ def test_generate_refuses_counts_it_cannot_use(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+# --- 10: each `db` action has its own help and refuses the options of the others ---------------------------------
+
+
+def test_each_db_action_has_its_own_help():
+    for action, options in {
+        "trim": ("--keep-days N", "--base-date", "--dry-run"),
+        "rebuild": ("--snapshot URL",),
+    }.items():
+        result = aggregator("db", action, "--help")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"usage: aggregator db {action} [-h]")
+        assert all(option in result.stdout for option in options)
+        assert "{init,status,rebuild,trim}" not in result.stdout  # not the generic `db` help
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("status", "--dry-run"), "aggregator: error: unrecognized arguments: --dry-run"),
+        (("init", "--snapshot", "x"), "aggregator: error: unrecognized arguments: --snapshot x"),
+        (("trim",), "aggregator db trim: error: the following arguments are required: --keep-days"),
+        (
+            ("trim", "--keep-days", "-1"),
+            "aggregator db trim: error: argument --keep-days: '-1' is not a whole number of at least 0",
+        ),
+        (("rebuild",), "aggregator db rebuild: error: the following arguments are required: --snapshot"),
+    ],
+)
+def test_db_refuses_options_its_action_does_not_take(args, message):
+    assert one_error(aggregator("db", *args), 2) == message
+
+
 # --- 9: the Helm chart checked offline ---------------------------------------------------------------------------
 
 

@@ -16,14 +16,8 @@ from aggregator.store.publish import PublishError, publish_dates, rebuild
 from aggregator.store.status import status
 from aggregator.store.trim import cutoff, trim
 
-
-class UsageError(ValueError):
-    """A command given without what it needs."""
-
-
 # What the store's commands may raise for a reason the user can act on: printed, no traceback.
 ERRORS = (
-    UsageError,
     NoDatabase,
     schema.SchemaError,
     PublishError,
@@ -33,27 +27,35 @@ ERRORS = (
     asyncpg.InterfaceError,
 )
 
+DB_ACTIONS = {
+    "init": "create or migrate the schema (idempotent)",
+    "status": "schema version, what is served, the latest publishes",
+    "rebuild": "publish every run of a snapshot archive again",
+    "trim": "drop the days older than the retention window",
+}
 
-def add_commands(commands: argparse._SubParsersAction, date: Callable[[str], str]) -> None:
-    """`publish` and `db`; `date` is the CLI's YYYYMMDD argument type."""
+
+def add_commands(commands: argparse._SubParsersAction, date: Callable[[str], str], count: Callable[[str], int]) -> None:
+    """`publish` and `db`; `date` and `count` are the CLI's YYYYMMDD and 0-or-more argument types."""
     publish = commands.add_parser("publish", help="publish snapshot runs into the database")
     publish.add_argument("--snapshot", required=True, metavar="URL", help="zarr store written by `aggregator run`")
     publish.add_argument("--date", action="append", type=date, required=True, metavar="YYYYMMDD", help="repeatable")
     publish.add_argument(
         "--kind", action="append", choices=KINDS, help="build_id or submission_date; repeatable (default: both)"
     )
-    db = commands.add_parser(
-        "db",
-        help="manage the database",
-        description="init: create or migrate the schema (idempotent); status: schema version, what is served, "
-        "the latest publishes; rebuild: publish every run of a snapshot archive again; trim: drop the days "
-        "older than the retention window",
+    db = commands.add_parser("db", help="manage the database", description="manage the database")
+    # One parser per action, so that each has its own help and refuses the others' options.
+    actions = db.add_subparsers(dest="action", required=True)
+    for name, what in DB_ACTIONS.items():
+        actions.add_parser(name, help=what, description=what)
+    rebuild_parser = actions.choices["rebuild"]
+    rebuild_parser.add_argument("--snapshot", required=True, metavar="URL", help="the snapshot archive")
+    trim_parser = actions.choices["trim"]
+    trim_parser.add_argument(
+        "--keep-days", required=True, type=count, metavar="N", help="days kept before the base date"
     )
-    db.add_argument("action", choices=("init", "status", "rebuild", "trim"))
-    db.add_argument("--snapshot", metavar="URL", help="rebuild: the snapshot archive")
-    db.add_argument("--keep-days", type=int, metavar="N", help="trim: days kept before the base date")
-    db.add_argument("--base-date", type=date, metavar="YYYYMMDD", help="trim: default today (UTC)")
-    db.add_argument("--dry-run", action="store_true", help="trim: list what would be dropped, drop nothing")
+    trim_parser.add_argument("--base-date", type=date, metavar="YYYYMMDD", help="default today (UTC)")
+    trim_parser.add_argument("--dry-run", action="store_true", help="list what would be dropped, drop nothing")
 
 
 def publish_after_run(snapshot: str, dates: list[str], no_publish: bool) -> None:
@@ -82,12 +84,6 @@ def publish_command(args: argparse.Namespace) -> int:
 
 
 def db_command(args: argparse.Namespace) -> int:
-    needed = {"rebuild": ("snapshot", "--snapshot URL"), "trim": ("keep_days", "--keep-days N")}.get(args.action)
-    if needed and getattr(args, needed[0]) is None:
-        raise UsageError(f"db {args.action} needs {needed[1]}")
-    if args.keep_days is not None and args.keep_days < 0:
-        raise UsageError("--keep-days is a number of days, 0 or more")
-
     async def body(conn: asyncpg.Connection) -> None:
         if args.action == "init":
             applied = await schema.migrate(conn)
