@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import re
 import shlex
 import signal
@@ -24,6 +25,7 @@ from aggregator.store.commands import add_commands, db_command, publish_after_ru
 from aggregator.store.connect import configured, connect
 
 INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT (128 + 2)
+BROKEN_PIPE = 141  # the shell's code for a command stopped by SIGPIPE (128 + 13), as `yes | head -1` gives
 
 
 class CommandError(RuntimeError):
@@ -342,6 +344,19 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A reader that stops early (`aggregator db status | head -1`) ends the command quietly: stdout is pointed
+    at /dev/null, so that nothing flushed at exit fails again, and the exit code is the shell's for SIGPIPE."""
+    try:
+        try:
+            return _command(argv)
+        finally:
+            sys.stdout.flush()  # inside the try, so that a closed pipe is found here, not at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+
+
+def _command(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.command in ("run", "demo"):  # the commands that start a local cluster
         signal.signal(signal.SIGINT, _interrupted)

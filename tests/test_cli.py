@@ -295,6 +295,21 @@ def test_db_refuses_options_its_action_does_not_take(args, message):
     assert one_error(aggregator("db", *args), 2) == message
 
 
+# --- a reader that stops early ends the command quietly --------------------------------------------------------
+
+
+def test_a_closed_pipe_ends_the_command_quietly_with_the_shells_sigpipe_code(scratch_database):
+    url = scratch_database("ta_pipe")
+    assert aggregator("db", "init", DATABASE_URL=url).returncode == 0
+    environment = {k: v for k, v in os.environ.items() if k not in DATABASE_SETTINGS} | {"DATABASE_URL": url}
+    with subprocess.Popen(
+        [*AGGREGATOR, "db", "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+    ) as command:
+        command.stdout.close()  # as `| head -1` once it has its line: every write of the command fails
+        assert command.wait(timeout=60) == 128 + signal.SIGPIPE
+        assert command.stderr.read() == b""
+
+
 # --- 9: the Helm chart checked offline ---------------------------------------------------------------------------
 
 
