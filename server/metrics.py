@@ -1,11 +1,20 @@
-"""Prometheus metrics of one app: latency by route, database pool use, response cache hits, DB errors.
+"""Prometheus metrics of one app: latency by route, database pool use, response cache hits, DB errors, and the
+standard process_*, python_info and python_gc_* series that every Python exporter gives.
 
 Each app has its own registry, so several apps (tests) never share counters.
 """
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +38,9 @@ class _Gauges(Collector):
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What the default registry would have given: memory, CPU, open files, the interpreter, its collector.
+        for standard in (ProcessCollector, PlatformCollector, GCCollector):
+            standard(registry=self.registry)
         self.latency = Histogram(
             "api_request_duration_seconds",
             "Time to answer a request, by route and status.",
