@@ -161,6 +161,18 @@ def test_evolution_has_a_point_per_date_with_its_submissions(browser, site, cell
         assert number(row[4]) == pytest.approx(total / counts.sum(), abs=0.006)  # the mean, to 2 decimals
     assert len(browser.find_elements(By.CSS_SELECTOR, "#submissions-chart circle")) == len(dates)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#evolution-chart circle")) == 2 * len(dates)
+    # mean and median differ by more than thickness, and the legend shows each one's line as the chart draws it
+    dashes = browser.execute_script(
+        """const dash = (element) => getComputedStyle(element).strokeDasharray;
+           const keys = [...document.querySelectorAll('#evolution-legend li')].filter((li) => li.querySelector('line'));
+           return {
+             chart: ['mean', '50'].map((stat) => dash(document.querySelector(`#evolution-chart g.stat-${stat} path`))),
+             legend: keys.map((li) => [li.textContent.trim(), dash(li.querySelector('line'))]),
+           }"""
+    )
+    mean, median = dashes["chart"]
+    assert median == "none" and mean not in ("none", "")
+    assert dashes["legend"] == [["mean", mean], ["median", median]]
     assert browser.find_element(By.ID, "distribution").get_attribute("hidden") is not None
 
 
