@@ -1,5 +1,6 @@
 """The README tells the truth: its settings table is the declared one, and its commands exist."""
 
+import argparse
 import re
 from pathlib import Path
 
@@ -23,8 +24,16 @@ def test_fresh_machine_commands_are_make_targets():
     assert "make test" in ci
 
 
+def _options(command: argparse.ArgumentParser) -> set[str]:
+    """A command's options and those of its subcommands (`db trim --keep-days`)."""
+    options = {o for action in command._actions for o in action.option_strings}
+    for action in command._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            options |= {o for sub in action.choices.values() for o in _options(sub)}
+    return options
+
+
 def test_documented_options_exist():
-    commands = parser()._subparsers._group_actions[0].choices.values()
-    options = {o for command in commands for action in command._actions for o in action.option_strings}
+    options = _options(parser())
     documented = set(re.findall(r"(--[a-z][a-z-]+)", README.split("## The batch job")[1].split("## Settings")[0]))
     assert documented <= options, documented - options
