@@ -347,7 +347,15 @@ def spec() -> dict:
                 (*OPS, 403, 503),
                 AUTH,
             ),
-            "/openapi.json": _get("This document.", _json({"type": "object"}, "OpenAPI 3.1."), (), OPS),
+            "/openapi.json": _get(
+                "The API described as OpenAPI 3.1.", _json({"type": "object"}, "This document."), (), OPS
+            ),
+            "/api": _get(
+                "The API described as a page to read, rendered from /openapi.json (no script).",
+                _file("The page.", "text/html"),
+                (),
+                OPS,
+            ),
             "/metrics": _get("Prometheus metrics.", _text({"type": "string"}, "Text exposition format."), (), OPS),
         },
     }

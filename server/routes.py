@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from server import explorer, ops, views
+from server import api_page, explorer, ops, views
 
 ROUTES = (
     ("/", explorer.page),
@@ -20,6 +20,7 @@ ROUTES = (
     ("/filters/", views.filters),
     ("/freshness/", views.freshness),
     ("/openapi.json", ops.openapi),
+    ("/api", api_page.page),
     ("/metrics", ops.metrics),
 )
 
