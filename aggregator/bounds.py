@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregator.aggregate import Aggregate, group_of, merge, select_rows
-from aggregator.settings import setting
+from aggregator.settings import number
 from aggregator.stats import RunStats
 
 
@@ -21,36 +21,26 @@ from aggregator.stats import RunStats
 class Limits:
     """The bounds of one run; what is past them is skipped and counted by reason."""
 
-    line_bytes: int = 8 * 2**20
-    name_length: int = 200
-    value_bytes: int = 1000
-    labels: int = 1000
-    layout_buckets: int = 1000
-    ping_buckets: int = 1_000_000
-    undefined_metrics: int = 5000
+    line_bytes: int
+    name_length: int
+    value_bytes: int
+    labels: int
+    layout_buckets: int
+    ping_buckets: int
+    undefined_metrics: int
 
     @classmethod
     def from_settings(cls) -> "Limits":
-        """The limits the environment sets (`JOB_MAX_*`), each else its default."""
-        names = {
-            "line_bytes": "JOB_MAX_LINE_BYTES",
-            "name_length": "JOB_MAX_NAME_LENGTH",
-            "value_bytes": "JOB_MAX_VALUE_BYTES",
-            "labels": "JOB_MAX_LABELS",
-            "layout_buckets": "JOB_MAX_PING_LAYOUT_BUCKETS",
-            "ping_buckets": "JOB_MAX_PING_BUCKETS",
-            "undefined_metrics": "JOB_MAX_UNDEFINED_METRICS",
-        }
-        values = {}
-        for field_name, name in names.items():
-            text = setting(name)
-            try:
-                values[field_name] = int(text)
-            except ValueError:
-                raise ValueError(f"{name} must be a whole number, not {text!r}") from None
-            if values[field_name] < 1:
-                raise ValueError(f"{name} must be at least 1, not {text!r}")
-        return cls(**values)
+        """The limits the environment sets (`JOB_MAX_*`), each else its default in the settings table."""
+        return cls(
+            line_bytes=number("JOB_MAX_LINE_BYTES", low=1),
+            name_length=number("JOB_MAX_NAME_LENGTH", low=1),
+            value_bytes=number("JOB_MAX_VALUE_BYTES", low=1),
+            labels=number("JOB_MAX_LABELS", low=1),
+            layout_buckets=number("JOB_MAX_PING_LAYOUT_BUCKETS", low=1),
+            ping_buckets=number("JOB_MAX_PING_BUCKETS", low=1),
+            undefined_metrics=number("JOB_MAX_UNDEFINED_METRICS", low=1),
+        )
 
 
 def utf8_length(text: str) -> int:

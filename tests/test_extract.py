@@ -1,6 +1,7 @@
 """The accumulator's bookkeeping: flushing often changes nothing, and its arrays stay proportional to its cells."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -100,12 +101,17 @@ def cells_of(result) -> dict[tuple[str, str], list[int]]:
     }
 
 
+def bounds(**changes) -> Limits:
+    """The default limits, but for `changes`."""
+    return replace(Limits.from_settings(), **changes)
+
+
 def linear(values: dict, n: int = 3, high: int = 2) -> dict:
     return {"bucket_count": n, "histogram_type": 1, "sum": 1, "range": [1, high], "values": values}
 
 
 def test_names_labels_and_dimension_values_past_their_lengths_are_dropped_and_counted():
-    limits = Limits(name_length=11, value_bytes=8)  # SCALARS_A.B has 11 characters
+    limits = bounds(name_length=11, value_bytes=8)  # SCALARS_A.B has 11 characters
     accumulator = Accumulator(Definitions(), Options(limits=limits))
     sample = ping("20261030000000", "Linux", 1)
     sample["payload"]["histograms"] = {"H" * 11: linear({"1": 1}), "H" * 12: linear({"1": 1})}
@@ -125,7 +131,7 @@ def test_names_labels_and_dimension_values_past_their_lengths_are_dropped_and_co
 
 
 def test_labels_past_the_limit_and_wide_declared_layouts_are_dropped_and_counted():
-    accumulator = Accumulator(Definitions(), Options(limits=Limits(labels=3, layout_buckets=5)))
+    accumulator = Accumulator(Definitions(), Options(limits=bounds(labels=3, layout_buckets=5)))
     sample = ping("20261030000000", "Linux", 1)
     sample["payload"]["keyedHistograms"] = {
         "K": {f"l{i}": linear({"1": i}) for i in range(5)},  # the first 3 labels kept, in the ping's order
@@ -149,7 +155,7 @@ def test_labels_past_the_limit_and_wide_declared_layouts_are_dropped_and_counted
 
 def test_a_ping_spanning_too_many_buckets_is_skipped_whole():
     """Buckets a ping spans: its histograms' layouts, 3 each here, and 100 for each scalar (the scalar layout)."""
-    accumulator = Accumulator(Definitions(), Options(limits=Limits(ping_buckets=3 * 4 + 100)))
+    accumulator = Accumulator(Definitions(), Options(limits=bounds(ping_buckets=3 * 4 + 100)))
     fits = ping("20261030000000", "Linux", 1)  # H and scalar a.b: 103 buckets
     fits["payload"]["histograms"] |= {f"X{i}": linear({"1": 1}) for i in range(3)}  # 112
     wide = copy.deepcopy(fits)
@@ -167,7 +173,7 @@ def test_a_partition_keeps_the_first_undefined_names_up_to_the_limit():
     """Names without a definition: histograms laid out by the ping, scalars missing from Scalars.yaml; the first
     ones seen are kept, each later sample of another is counted."""
     definitions = Definitions(histograms={"D": {"kind": "linear", "low": 1, "high": 2, "n_buckets": 3}})
-    accumulator = Accumulator(definitions, Options(limits=Limits(undefined_metrics=2)))
+    accumulator = Accumulator(definitions, Options(limits=bounds(undefined_metrics=2)))
     sample = ping("20261030000000", "Linux", 1)  # H (undefined) and SCALARS_A.B (undefined): the limit
     sample["payload"]["histograms"] |= {"D": linear({"1": 1}), "U": linear({"1": 1})}
     accumulator.add(sample)
