@@ -48,7 +48,7 @@ class Options:
     dates: frozenset[str] | None = None  # None: every submission date
     channels: frozenset[str] | None = None  # None: every aggregated channel
     include_fennec: bool = False
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits.from_settings)
 
 
 def _is_digits(text: str, length: int | None = None) -> bool:
@@ -350,7 +350,7 @@ class Accumulator:
         if scanned is not None and type(keyed) is int:
             for name, rows in scanned.keyed_rows_of(keyed):
                 if name not in EXCLUDED_KEYED_HISTOGRAMS:
-                    self._histogram_rows(process, self._bounded_rows(rows), name)
+                    self._histogram_rows(process, self._bounded(rows), name)
             return
         if type(keyed) is not dict:
             self.dropped["bad_container"] += 1
@@ -363,21 +363,14 @@ class Accumulator:
                 continue
             self._histogram_map(process, self._bounded(by_label), name)
 
-    def _bounded(self, labels: dict) -> dict:
-        """The first `JOB_MAX_LABELS` labels of a keyed metric in one ping; the rest counted and dropped."""
+    def _bounded(self, labels: dict | list) -> dict | list:
+        """The first `JOB_MAX_LABELS` labels of a keyed metric in one ping (a `{label: value}` dict, or the rows
+        of a scanned keyed histogram); the rest counted and dropped."""
         limit = self.limits.labels
         if len(labels) <= limit:
             return labels
         self.dropped["too_many_labels"] += len(labels) - limit
-        return dict(itertools.islice(labels.items(), limit))
-
-    def _bounded_rows(self, rows: list) -> list:
-        """`_bounded` for the rows of a scanned keyed histogram."""
-        limit = self.limits.labels
-        if len(rows) <= limit:
-            return rows
-        self.dropped["too_many_labels"] += len(rows) - limit
-        return rows[:limit]
+        return labels[:limit] if type(labels) is list else dict(itertools.islice(labels.items(), limit))
 
     def _histogram_rows(self, process: str, rows: list, keyed_name: str | None) -> None:
         """`_histogram_map` for scanned histograms: their buckets stay in the scan's arrays (slots)."""
