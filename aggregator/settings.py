@@ -1,6 +1,6 @@
 """Every environment variable the project reads, with its default and one line of help.
 
-The README's settings table is generated from `SETTINGS` (tests/test_docs.py keeps it in step).
+docs/settings.md's table is generated from `SETTINGS` (tests/test_docs.py keeps it in step).
 """
 
 import math
