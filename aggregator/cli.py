@@ -153,6 +153,13 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--files-per-day", type=_positive, default=2)
     generate.add_argument("--malformed-fraction", type=_fraction, default=0.02)
     generate.add_argument("--plain", action="store_true", help="write .ndjson instead of .ndjson.gz")
+    generate.add_argument(
+        "--heavy-client-share",
+        type=_fraction,
+        metavar="F",
+        help="share of each day's pings sent by a few heavy clients, tens to hundreds of pings a day each "
+        "(default 0.2; the others send one to a few)",
+    )
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -257,10 +264,12 @@ def _generate(args: argparse.Namespace) -> int:
         files_per_day=args.files_per_day,
         malformed_fraction=args.malformed_fraction,
         compress=not args.plain,
+        **({} if args.heavy_client_share is None else {"heavy_client_share": args.heavy_client_share}),
     )
     print(f"wrote {summary.pings} pings ({summary.malformed} malformed) for {', '.join(summary.dates)}")
     size = summary.bytes_uncompressed / 2**20
     print(f"  {len(summary.files)} files, {size:.1f} MiB of JSON, in {args.output}")
+    print(f"  {summary.clients} clients; {summary.no_client_id} well-formed pings without a usable clientId")
     print(f"  definitions: {summary.histograms_definitions}, {summary.scalars_definitions}")
     return 0
 

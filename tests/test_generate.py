@@ -5,6 +5,8 @@ definition lookup rules of docs/semantics.md), never with the generator's own he
 """
 
 import gzip
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -15,7 +17,9 @@ import pytest
 import yaml
 
 from aggregator.buckets import exponential_buckets, linear_buckets
+from aggregator.cli import parser
 from aggregator.generate import UNDEFINED_HISTOGRAMS, GenerateSummary, generate_corpus
+from aggregator.generate.clients import HEAVY_CLIENT_SHARE, MISSING, client_ids
 
 PINGS = 300
 MALFORMED_FRACTION = 0.05
@@ -294,3 +298,89 @@ def test_catalogue_has_300_plus_metrics_and_the_special_ones(pings: list[dict[st
     } <= names
     assert sum(name.startswith("USE_COUNTER2_") for name in names) >= 30
     assert len(ipc_keys) >= 40 and any(key != key.lower() for key in ipc_keys)
+
+
+# ---- clients: who sent each ping ----------------------------------------------------------------------------
+
+UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+ABSENT = object()
+
+
+def day_lines(corpus: GenerateSummary, date: str) -> list[bytes]:
+    return [line for path in corpus.files if f"submission_date={date}/" in path for line in lines_of(path)]
+
+
+def senders(ids: list[Any]) -> Counter:
+    """Pings per usable clientId (a non-empty string)."""
+    return Counter(i for i in ids if isinstance(i, str) and i)
+
+
+def test_each_ping_carries_a_client_id_and_some_none_usable(corpus: GenerateSummary) -> None:
+    usable, unusable = set(), []
+    for day_index, date in enumerate(corpus.dates):
+        lines = day_lines(corpus, date)
+        drawn = client_ids(3, day_index, len(lines))  # the corpus's: line i of a day is sent by client i
+        for line, expected in zip(lines, drawn, strict=True):
+            if is_malformed(line):
+                continue
+            sent = orjson.loads(line).get("clientId", ABSENT)
+            assert sent == expected or (sent is ABSENT and expected is MISSING)
+            if isinstance(sent, str) and sent:
+                assert UUID4.fullmatch(sent), sent
+                usable.add(sent)
+            else:
+                unusable.append(sent)
+    assert corpus.clients == len(usable) and corpus.no_client_id == len(unusable)
+    assert unusable and all(i is ABSENT or i is None or i == "" or type(i) is int for i in unusable)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.2, 0.5])
+def test_most_clients_send_a_few_pings_a_day_and_a_few_send_many(share: float) -> None:
+    for day in range(2):
+        ids = client_ids(1, day, 20_000, share)
+        assert 0.005 < sum(not (isinstance(i, str) and i) for i in ids) / len(ids) < 0.02  # one in a hundred
+        counts = sorted(senders(ids).values(), reverse=True)
+        assert sum(c <= 3 for c in counts) / len(counts) > 0.85  # most send one to three
+        top = sum(counts[: len(counts) // 100]) / sum(counts)  # the share of the top 1%
+        heavy = sum(c for c in counts if c >= 10) / sum(counts)
+        assert abs(heavy - share) < 0.02
+        if share:
+            assert top > 0.15 and 100 < counts[0] <= 1000
+        else:
+            assert top < 0.06 and counts[0] < 20
+
+
+def test_most_clients_come_back_the_next_day() -> None:
+    first, second = (set(senders(client_ids(1, day, 5_000))) for day in range(2))
+    assert 0.5 < len(first & second) / len(first) < 0.9
+
+
+def without_client_ids(folder: Path) -> dict[str, list]:
+    """Every line of a corpus with its clientId taken out: parsed pings, or the bytes of the other lines (a
+    truncated ping up to 500 bytes: its cut follows its length)."""
+    lines = {}
+    for path in sorted(folder.rglob("*.ndjson*")):
+        kept = []
+        for line in lines_of(str(path)):
+            ping = orjson.loads(line) if parses(line) else None
+            if isinstance(ping, dict):
+                ping.pop("clientId", None)
+                kept.append(list(ping.items()))  # the keys' order too
+            else:
+                kept.append(re.sub(rb'"clientId":("[^"]*"|null|\d+),?', b"", line)[:500])
+        lines[path.relative_to(folder).as_posix()] = kept
+    return lines
+
+
+def test_client_ids_change_nothing_else(tmp_path: Path) -> None:
+    """Client ids come from a stream of their own: whatever they are, the rest of every line is the same."""
+    for share in (0.0, 0.5):
+        generate_corpus(str(tmp_path / str(share)), pings=60, days=2, seed=7, malformed_fraction=0.1,
+                        heavy_client_share=share)  # fmt: skip
+    assert without_client_ids(tmp_path / "0.0") == without_client_ids(tmp_path / "0.5")
+
+
+def test_the_command_documents_the_default_share() -> None:
+    commands = next(a for a in parser()._actions if a.dest == "command")
+    (option,) = [a for a in commands.choices["generate"]._actions if a.dest == "heavy_client_share"]
+    assert f"default {HEAVY_CLIENT_SHARE}" in option.help

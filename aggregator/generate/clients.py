@@ -2,9 +2,10 @@
 architecture, addons, settings), drawn with the weights real populations have.
 """
 
+import hashlib
 import zlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -451,3 +452,100 @@ def draw_environment(dice: Dice, client: Client, profile_day: int) -> dict[str, 
             if dice.uniform() < 0.3
         },
     }
+
+
+# ---- client ids: who sent each ping, and how often --------------------------------------------------------------
+
+HEAVY_CLIENT_SHARE = 0.2  # of a day's pings, sent by heavy clients (by default)
+NO_CLIENT_ID_FRACTION = 0.01  # pings whose clientId is missing, not a string or empty
+_ORDINARY_STOP = 0.6  # chance that an ordinary client's day ends after each ping: 1 (60%), 2 (24%), 3 (10%)...
+_HEAVY_MIN_PINGS = 10  # a heavy client sends at least this many a day,
+_HEAVY_TAIL = 1.3  # ... and more with a Pareto tail of this index: a median of 17, one in a hundred past 300,
+_HEAVY_MAX_PINGS = 1000  # ... up to one every minute and a half, all day
+_ACTIVE = 0.7  # of the client population, those who send pings on a given day
+_CLIENT_STREAM = 0x636C6965  # spawn key of the client ids' random stream, apart from the files' streams
+
+
+class _Missing:
+    """A clientId left out of the ping altogether."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+NO_CLIENT_IDS: tuple[Any, ...] = (MISSING, None, "", 1234567)  # missing, null, empty, a number: used in turn
+
+
+def client_uuid(seed: int, population: str, index: int) -> str:
+    """The clientId of client `index` of a population: a version-4 UUID, the same on every day of a corpus."""
+    h = hashlib.blake2b(f"{seed}/{population}/{index}".encode(), digest_size=16).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _ordinary_counts(rng: np.random.Generator, pings: int) -> np.ndarray:
+    """Pings per ordinary client (geometric: most send one to three a day), adding up to `pings`."""
+    return _fill(lambda n: rng.geometric(_ORDINARY_STOP, n), pings, 1 / _ORDINARY_STOP)
+
+
+def _heavy_counts(rng: np.random.Generator, pings: int) -> np.ndarray:
+    """Pings per heavy client (a Pareto tail above _HEAVY_MIN_PINGS, cut at _HEAVY_MAX_PINGS), adding up to
+    `pings`."""
+
+    def draw(n: int) -> np.ndarray:
+        tail = np.floor(_HEAVY_MIN_PINGS * (1 - rng.random(n)) ** (-1 / _HEAVY_TAIL))
+        return np.minimum(tail, _HEAVY_MAX_PINGS).astype(np.int64)
+
+    return _fill(draw, pings, _HEAVY_MIN_PINGS * _HEAVY_TAIL / (_HEAVY_TAIL - 1))
+
+
+def _fill(draw: Callable[[int], np.ndarray], pings: int, mean: float) -> np.ndarray:
+    """Counts drawn in bulk until they reach `pings`; the last one cut so that they add up to it exactly."""
+    counts = np.zeros(0, dtype=np.int64)
+    if pings <= 0:
+        return counts
+    while counts.sum() < pings:
+        counts = np.concatenate([counts, draw(int((pings - counts.sum()) / mean) + 8)])
+    ends = np.cumsum(counts)
+    clients = int(np.searchsorted(ends, pings)) + 1  # the first client whose pings reach the total
+    counts = counts[:clients]
+    counts[-1] -= int(ends[clients - 1]) - pings
+    return counts
+
+
+def client_ids(seed: int, day_index: int, pings: int, heavy_share: float = HEAVY_CLIENT_SHARE) -> list[Any]:
+    """The clientId of each of a day's `pings` lines, in order: a share `heavy_share` of them from a few heavy
+    clients, the rest from ordinary ones; NO_CLIENT_ID_FRACTION of them unusable (NO_CLIENT_IDS in turn).
+
+    Each day's clients are drawn from a population (`_ACTIVE` of it sends pings on a given day), so that most
+    clients come back the next day with the same id. The draws have a random stream of their own per
+    (seed, day): the rest of the corpus is the same whatever the clients.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, day_index], spawn_key=(_CLIENT_STREAM,)))
+    heavy = round(pings * heavy_share)
+    ids: list[Any] = []
+    for population, counts in (
+        ("heavy", _heavy_counts(rng, heavy)),
+        ("ordinary", _ordinary_counts(rng, pings - heavy)),
+    ):
+        members = rng.choice(int(len(counts) / _ACTIVE) + 1, size=len(counts), replace=False)
+        for member, count in zip(members.tolist(), counts.tolist(), strict=True):
+            ids += [client_uuid(seed, population, member)] * count
+    order = rng.permutation(pings)
+    ids = [ids[i] for i in order.tolist()]
+    unusable = rng.choice(pings, size=round(pings * NO_CLIENT_ID_FRACTION), replace=False)
+    for turn, slot in enumerate(sorted(unusable.tolist()), start=day_index * len(unusable)):
+        ids[slot] = NO_CLIENT_IDS[turn % len(NO_CLIENT_IDS)]  # in turn over the days too: small corpora get each
+    return ids
+
+
+def usable_client_id(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def set_client_id(ping: dict[str, Any], value: Any) -> None:
+    """Put a clientId (one of client_ids') into a ping, where Firefox puts it, or leave it out."""
+    if value is MISSING:
+        del ping["clientId"]
+    else:
+        ping["clientId"] = value

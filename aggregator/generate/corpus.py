@@ -6,7 +6,7 @@ import gzip
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import islice
 
@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import yaml
 
+from aggregator.generate.clients import HEAVY_CLIENT_SHARE, client_ids, set_client_id, usable_client_id
 from aggregator.generate.pings import MALFORMED_KINDS, Catalogue, PingMaker, malformed_line
 from aggregator.generate.probes import histograms_json, scalars_yaml
 
@@ -33,6 +34,8 @@ class GenerateSummary:
     bytes_uncompressed: int  # total size of the JSON lines, newlines included
     histograms_definitions: str  # path of Histograms.json written
     scalars_definitions: str  # path of Scalars.yaml written
+    clients: int  # distinct clientIds of the well-formed (not malformed) pings
+    no_client_id: int  # well-formed pings whose clientId is missing, not a string or empty
 
 
 def _even_split(total: int, parts: int) -> list[int]:
@@ -40,16 +43,33 @@ def _even_split(total: int, parts: int) -> list[int]:
     return [total // parts + (index < total % parts) for index in range(parts)]
 
 
-def _file_lines(maker: PingMaker, pings: int, malformed: int, first_kind: int) -> Iterator[bytes]:
-    """The lines of one file: `malformed` of them, at random places, cycle through MALFORMED_KINDS."""
+@dataclass
+class _Senders:
+    """The clients of the well-formed pings written, and how many of those pings had no usable clientId."""
+
+    clients: set[str] = field(default_factory=set)
+    unusable: int = 0
+
+
+def _file_lines(
+    maker: PingMaker, pings: int, malformed: int, first_kind: int, ids: list, senders: _Senders
+) -> Iterator[bytes]:
+    """The lines of one file: `malformed` of them, at random places, cycle through MALFORMED_KINDS; line i is
+    sent by client ids[i]."""
     bad = set(maker.rng.choice(pings, size=malformed, replace=False).tolist()) if malformed else set()
     kind = first_kind
     for index in range(pings):
+        ping = maker.ping(index in bad)
+        set_client_id(ping, ids[index])
         if index in bad:
-            yield malformed_line(MALFORMED_KINDS[kind % len(MALFORMED_KINDS)], maker.ping(True), maker.dice)
+            yield malformed_line(MALFORMED_KINDS[kind % len(MALFORMED_KINDS)], ping, maker.dice)
             kind += 1
+            continue
+        if usable_client_id(ids[index]):
+            senders.clients.add(ids[index])
         else:
-            yield orjson.dumps(maker.ping(False))
+            senders.unusable += 1
+        yield orjson.dumps(ping)
 
 
 def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
@@ -101,13 +121,18 @@ def generate_corpus(
     files_per_day: int = 2,
     malformed_fraction: float = 0.02,
     compress: bool = True,
+    heavy_client_share: float = HEAVY_CLIENT_SHARE,
 ) -> GenerateSummary:
     """Write `pings` lines spread evenly over `days` submission dates and their files, plus the definitions.
 
     round(pings * malformed_fraction) of the lines are malformed, spread over the files the same way. Each file
-    has its own random stream seeded by (seed, day, part), and the catalogue depends on the seed alone.
+    has its own random stream seeded by (seed, day, part), and the catalogue depends on the seed alone. The
+    clientIds of a day's pings (a share `heavy_client_share` of them from a few heavy clients) come from a
+    stream of their own (clients.client_ids): they change nothing else in the corpus.
     """
     first_day = _check_arguments(pings, days, seed, start_date, files_per_day, malformed_fraction)
+    if not 0 <= heavy_client_share <= 1:
+        raise ValueError(f"heavy_client_share must be within [0, 1], not {heavy_client_share}")
     catalogue = Catalogue(seed)
     os.makedirs(output, exist_ok=True)
     histograms_path = os.path.join(output, "Histograms.json")
@@ -120,6 +145,7 @@ def generate_corpus(
 
     malformed = round(pings * malformed_fraction)
     dates, files, size, kind = [], [], 0, 0
+    senders = _Senders()
     for day_index, (day_pings, day_malformed) in enumerate(
         zip(_even_split(pings, days), _even_split(malformed, days), strict=True)
     ):
@@ -127,12 +153,27 @@ def generate_corpus(
         dates.append(f"{day:%Y%m%d}")
         folder = os.path.join(output, f"submission_date={day:%Y%m%d}")
         os.makedirs(folder, exist_ok=True)
+        ids = client_ids(seed, day_index, day_pings, heavy_client_share)
+        start = 0
         for part, (file_pings, file_malformed) in enumerate(
             zip(_even_split(day_pings, files_per_day), _even_split(day_malformed, files_per_day), strict=True)
         ):
             path = os.path.join(folder, f"part-{part:04d}.ndjson" + (".gz" if compress else ""))
             maker = PingMaker(catalogue, np.random.default_rng([seed, day_index, part]), day)
-            size += _write_lines(path, _file_lines(maker, file_pings, file_malformed, kind), compress)
+            lines = _file_lines(maker, file_pings, file_malformed, kind, ids[start : start + file_pings], senders)
+            size += _write_lines(path, lines, compress)
             kind += file_malformed
+            start += file_pings
             files.append(path)
-    return GenerateSummary(output, dates, files, pings, malformed, size, histograms_path, scalars_path)
+    return GenerateSummary(
+        output,
+        dates,
+        files,
+        pings,
+        malformed,
+        size,
+        histograms_path,
+        scalars_path,
+        len(senders.clients),
+        senders.unusable,
+    )

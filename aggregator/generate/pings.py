@@ -434,6 +434,8 @@ class PingMaker:
         """A v4 main ping; `aggregatable` rules out the pings the job filters, for making malformed ones."""
         dice, rng = self.dice, self.rng
         client = draw_client(dice, self.builds, aggregatable)
+        # the clientId drawn here is replaced by the corpus's (clients.client_ids), drawn apart: it is still drawn,
+        # so that the stream, and every other field of every ping, stays as it was before clients repeated
         ping_id, client_id, session, subsession, previous, previous_sub, profile_group = _uuids(rng, 7)
         created = datetime.combine(self.day, time(), tzinfo=UTC) + timedelta(seconds=dice.below(86000))
         legacy = dice.uniform() < LEGACY_FRACTION
