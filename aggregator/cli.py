@@ -1,4 +1,4 @@
-"""The `aggregator` command line: run, publish, db, generate, demo, serve."""
+"""The `aggregator` command line: run, publish, db, export, generate, demo, serve."""
 
 import argparse
 import asyncio
@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+from aggregator.export import FORMATS, ExportError, ExportFailed, export
 from aggregator.inputs import InputError
 from aggregator.job import JobConfig, JobFailed, run_job
 from aggregator.settings import SettingError, setting
@@ -162,6 +163,26 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("export", help="write snapshot aggregates as a hive-partitioned Parquet dataset")
+    command.add_argument("--snapshot", required=True, metavar="URL", help="zarr store written by `aggregator run`")
+    command.add_argument(
+        "--date",
+        action="append",
+        type=_date,
+        required=True,
+        metavar="YYYYMMDD",
+        help="submission date to export (both kinds); repeatable",
+    )
+    command.add_argument("--format", choices=FORMATS, default="parquet", help="dataset format (default: parquet)")
+    command.add_argument(
+        "--output",
+        required=True,
+        metavar="URL",
+        help="the dataset's root folder, any fsspec URL; a date exported again replaces its partitions",
+    )
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="generate sample pings, run the job, publish, serve: end to end")
     demo.add_argument("--workdir", default=".demo", metavar="DIR")
@@ -182,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     _add_run(commands)
     add_commands(commands, _date, _count)
+    _add_export(commands)
     _add_generate(commands)
     _add_demo(commands)
     _add_serve(commands)
@@ -271,6 +293,13 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"  {len(summary.files)} files, {size:.1f} MiB of JSON, in {args.output}")
     print(f"  {summary.clients} clients; {summary.no_client_id} well-formed pings without a usable clientId")
     print(f"  definitions: {summary.histograms_definitions}, {summary.scalars_definitions}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    written = export(args.snapshot, args.date, args.output)
+    rows = sum(w.rows for w in written)
+    print(f"exported {len(written) // 2} submission dates, {rows} rows, as {args.format} to {args.output}")
     return 0
 
 
@@ -375,13 +404,14 @@ def _command(argv: list[str] | None) -> int:
         "demo": _demo,
         "serve": _serve,
         "publish": publish_command,
+        "export": _export,
         "db": db_command,
     }
     try:
         return handlers[args.command](args)
-    except (InputError, SettingError, JobFailed, CommandError, *STORE_ERRORS) as error:
+    except (InputError, SettingError, ExportError, ExportFailed, JobFailed, CommandError, *STORE_ERRORS) as error:
         print(f"aggregator: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, InputError | SettingError) else 1
+        return 2 if isinstance(error, InputError | SettingError | ExportError) else 1
     except KeyboardInterrupt:
         print("aggregator: interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -49,6 +49,14 @@ def test_dockerfile_installs_the_package_as_the_readme_does():
         assert f"COPY {package.rstrip('*')} " in dockerfile
 
 
+def test_the_parquet_extra_is_in_dev_and_in_the_image():
+    """`aggregator export` needs pyarrow: `make install` (dev) has it, and so does the image by default."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(extras["parquet"]) <= set(extras["dev"])
+    default = re.search(r'^ARG EXTRAS="(.*)"$', (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE).group(1)
+    assert "parquet" in default.strip("[]").split(",")
+
+
 def test_the_explorer_page_is_packaged():
     """Every file of the explorer page (server/static/) is package data, so `pip install .` ships it."""
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["server"]
