@@ -1,28 +1,54 @@
-/* The histograms of a ping read from its bytes, before the rest is parsed (aggregator/scan.py says why).
+/* The histograms and scalars of a ping read from its bytes, before the rest is parsed (aggregator/scan.py says why).
  *
- * scan(line) returns None, or (rest, names, containers, rows, keys, counts):
- * - rest: the line with each histogram container the job reads replaced by its number: payload.histograms,
- *   payload.keyedHistograms, the same in each payload.childPayloads[i] and in payload.processes.content and .gpu.
- * - names: the histogram names and labels, as str.
- * - containers: int64 pairs, the rows of container c are rows[containers[2c]:containers[2c + 1]].
+ * scan(line, plain, keyed, scalars, keyed_scalars, labels) returns None, or
+ * (rest, names, containers, rows, keys, counts, entries):
+ * - rest: the line with each container the job reads replaced by its number: payload.histograms,
+ *   payload.keyedHistograms, the same in each payload.childPayloads[i] and in payload.processes.content and .gpu,
+ *   and the scalars and keyedScalars of payload.processes.parent, .content and .gpu.
+ * - names: the histogram and scalar names and labels, as str.
+ * - containers: int64 pairs, the rows (or entries, for scalars) of container c are rows[containers[2c]:
+ *   containers[2c + 1]].
  * - rows: int64 x ROW per histogram, in the order of the line: name, label (-1 in a plain container),
- *   histogram_type, sum, bucket_count, range low, range high, first and end entry of its buckets.
+ *   histogram_type, sum, bucket_count, range low, range high, first and end entry of its buckets, and its metric:
+ *   the id the accumulator cached for it, SLOW when there is none (or when its keyed histogram has more than
+ *   `labels` labels, so that the accumulator bounds them), SKIP for a keyed histogram the job excludes.
+ * - plain, keyed: the accumulator's caches per process (parent, content, gpu): plain[p] maps a histogram's name
+ *   to its code, keyed[p] a keyed histogram's name to such a map of its labels, or to None when it is excluded.
+ *   A code is metric << 1, plus 1 for a count histogram's; it stands only for a histogram of the same kind.
  * - keys, counts: int64, the buckets of every histogram.
+ * - entries: int64 x ENTRY per scalar value, in the order of the line: name, label (-1 for a plain scalar), the
+ *   kind of its value (enum value), the value of an INT, TRUE or FALSE, where its text starts and ends in the
+ *   line, and its metric as for rows, or NONNUMERIC for a string under a name the accumulator counts them for.
+ * - scalars, keyed_scalars: the accumulator's caches of scalar codes per process, as plain and keyed: a code is
+ *   a metric (>= 0), NAMED (a name whose strings are counted, no metric yet) or SKIP (a name the job excludes).
  * None means: not a ping this can vouch for; it is then parsed whole, unchanged. That is any container that is
- * not an object (or childPayloads not an array of objects, processes or one of content and gpu not an object),
+ * not an object (or childPayloads not an array of objects, processes or one of its processes not an object),
  * a key of those objects written with an escape or repeated, a histogram that is not an object of exactly
  * bucket_count, histogram_type, sum, range [low, high] and values, each once, with plain non-negative decimal
- * integers of at most 18 digits and values' keys strictly increasing, or bytes it cannot scan. */
+ * integers of at most 18 digits and values' keys strictly increasing, a scalar value that is an array or an
+ * object, a string with an escape or a byte outside printable ASCII, a number beyond a double's range, or bytes
+ * it cannot scan. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum role { OTHER, ROOT, PAYLOAD, CHILDREN, CONTAINER, PROCESSES, PLAIN, KEYED, LABELS };
+enum role {
+    OTHER, ROOT, PAYLOAD, CONTAINER, PROCESSES, PROCESS, PARENT_PROCESS,
+    PLAIN, KEYED, LABELS, SCALARS, KEYED_SCALARS, SCALAR_LABELS
+};
+enum value { INT, TRUE, FALSE, STRING, NUMBER, NULL_VALUE }; /* INT: plain, non-negative, at most 18 digits */
 
-#define ROW 9
+#define ROW 10
+#define ENTRY 7
+#define SLOW -1
+#define SKIP -2
+#define NONNUMERIC -3
+#define NAMED -1 /* a scalar code */
+#define PROCESSES_READ 3 /* parent (the payload), content (childPayloads, processes.content), gpu */
 #define MAX_DEPTH 64
 #define MAX_DIGITS 18 /* every number of at most 18 digits fits an int64 */
 #define BAIL -1
@@ -34,12 +60,15 @@ typedef struct {
 } ints;
 
 typedef struct {
-    const char *p, *end, *copied;
+    const char *line, *p, *end, *copied;
     char *out;
     Py_ssize_t out_n, out_cap;
-    ints containers, rows, keys, counts;
+    ints containers, rows, keys, counts, entries;
     PyObject *names;
     int depth;
+    int process; /* of the container being read: an index of the caches */
+    PyObject *plain[PROCESSES_READ], *keyed[PROCESSES_READ], *scalars[PROCESSES_READ], *keyed_scalars[PROCESSES_READ];
+    Py_ssize_t labels;
 } scanner;
 
 static int push(ints *a, int64_t v) {
@@ -207,8 +236,21 @@ static int add_name(scanner *s, const char *k, Py_ssize_t n, int64_t *index) {
     return r < 0 ? NO_MEMORY : 0;
 }
 
-/* One histogram object: a row. */
-static int histogram(scanner *s, int64_t name, int64_t label) {
+/* The metric the accumulator cached for a histogram of this kind under `key` in `cache`. */
+static int64_t known(PyObject *cache, PyObject *key, int64_t kind) {
+    if (cache == NULL) return SLOW;
+    if (cache == Py_None) return SKIP;
+    PyObject *code = PyDict_GetItemWithError(cache, key); /* borrowed */
+    long long c = code ? PyLong_AsLongLong(code) : -1;
+    if (c < 0) {
+        PyErr_Clear();
+        return SLOW;
+    }
+    return (c & 1) == (kind == 4) ? (int64_t)(c >> 1) : SLOW;
+}
+
+/* One histogram object: a row. `cache` maps its key (name, or label) to its code. */
+static int histogram(scanner *s, int64_t name, int64_t label, PyObject *cache) {
     int64_t field[5] = {0}; /* histogram_type, sum, bucket_count, low, high */
     int seen = 0;
     int64_t first = s->keys.n;
@@ -242,9 +284,124 @@ static int histogram(scanner *s, int64_t name, int64_t label) {
         if (r == 0) break;
     }
     if (seen != 31) return BAIL;
-    int64_t row[ROW] = {name, label, field[0], field[1], field[2], field[3], field[4], first, s->keys.n};
+    PyObject *key = PyList_GET_ITEM(s->names, label < 0 ? name : label);
+    int64_t metric = known(cache, key, field[0]);
+    int64_t row[ROW] = {name, label, field[0], field[1], field[2], field[3], field[4], first, s->keys.n, metric};
     for (int i = 0; i < ROW; i++)
         if (push(&s->rows, row[i]) < 0) return NO_MEMORY;
+    return 0;
+}
+
+/* A literal, and the byte after it ends it. */
+static int literal(scanner *s, const char *word, Py_ssize_t n) {
+    if (s->end - s->p < n || memcmp(s->p, word, (size_t)n) != 0) return BAIL;
+    s->p += n;
+    return s->p == s->end || (kind[(unsigned char)*s->p] & 1) ? 0 : BAIL;
+}
+
+/* A JSON number: an INT's value in *value, any other (a NUMBER) left to the parser, unless beyond a double. */
+static int json_number(scanner *s, int *what, int64_t *value) {
+    const char *p = s->p, *start = p;
+    int plain = 1;
+    if (*p == '-') p++, plain = 0;
+    if (p < s->end && *p == '0') {
+        p++;
+    } else if (p < s->end && *p >= '1' && *p <= '9') {
+        while (p < s->end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return BAIL;
+    }
+    if (p < s->end && *p == '.') {
+        plain = 0;
+        if (++p >= s->end || *p < '0' || *p > '9') return BAIL;
+        while (p < s->end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < s->end && (*p == 'e' || *p == 'E')) {
+        plain = 0;
+        if (++p < s->end && (*p == '+' || *p == '-')) p++;
+        if (p >= s->end || *p < '0' || *p > '9') return BAIL;
+        while (p < s->end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < s->end && !(kind[(unsigned char)*p] & 1)) return BAIL;
+    Py_ssize_t n = p - start;
+    s->p = p;
+    if (plain && n <= MAX_DIGITS) {
+        int64_t v = 0;
+        for (const char *d = start; d < p; d++) v = v * 10 + (*d - '0');
+        *what = INT, *value = v;
+        return 0;
+    }
+    char text[64];
+    if (n >= (Py_ssize_t)sizeof text) return BAIL;
+    memcpy(text, start, (size_t)n);
+    text[n] = 0;
+    double d = PyOS_string_to_double(text, NULL, NULL);
+    if ((d == -1.0 && PyErr_Occurred()) || isinf(d)) { /* the parser refuses a number it reads as infinite */
+        PyErr_Clear();
+        return BAIL;
+    }
+    *what = NUMBER;
+    return 0;
+}
+
+/* A scalar's value: a string of printable ASCII without escapes, a number or a literal. */
+static int scalar_value(scanner *s, int *what, int64_t *value) {
+    ws(s);
+    if (s->p >= s->end) return BAIL;
+    *value = 0;
+    switch (*s->p) {
+    case '"':
+        for (s->p++; s->p < s->end; s->p++) {
+            unsigned char b = (unsigned char)*s->p;
+            if (b == '"') {
+                s->p++;
+                *what = STRING;
+                return 0;
+            }
+            if (b < 0x20 || b > 0x7e || b == '\\') return BAIL;
+        }
+        return BAIL;
+    case 't':
+        *what = TRUE, *value = 1;
+        return literal(s, "true", 4);
+    case 'f':
+        *what = FALSE;
+        return literal(s, "false", 5);
+    case 'n':
+        *what = NULL_VALUE;
+        return literal(s, "null", 4);
+    default:
+        return json_number(s, what, value);
+    }
+}
+
+/* The metric the accumulator cached for a scalar value of this kind under `key` in `cache`. */
+static int64_t known_value(PyObject *cache, PyObject *key, int what) {
+    if (cache == NULL) return SLOW;
+    if (cache == Py_None) return SKIP;
+    PyObject *code = PyDict_GetItemWithError(cache, key); /* borrowed */
+    long long c = code ? PyLong_AsLongLong(code) : SLOW - 10;
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return SLOW;
+    }
+    if (c == SKIP) return SKIP;
+    if (what == STRING && (c >= 0 || c == NAMED)) return NONNUMERIC;
+    return c >= 0 && (what == INT || what == TRUE || what == FALSE) ? (int64_t)c : SLOW;
+}
+
+/* One scalar value: an entry. `cache` maps its key (name, or label) to its code. */
+static int scalar(scanner *s, int64_t name, int64_t label, PyObject *cache) {
+    int what;
+    int64_t value;
+    ws(s);
+    const char *start = s->p;
+    int r = scalar_value(s, &what, &value);
+    if (r < 0) return r;
+    int64_t metric = known_value(cache, PyList_GET_ITEM(s->names, label < 0 ? name : label), what);
+    int64_t entry[ENTRY] = {name, label, what, value, start - s->line, s->p - s->line, metric};
+    for (int i = 0; i < ENTRY; i++)
+        if (push(&s->entries, entry[i]) < 0) return NO_MEMORY;
     return 0;
 }
 
@@ -270,10 +427,13 @@ static int distinct(slice *keys, Py_ssize_t n) {
 
 static int object(scanner *s, enum role role);
 
-/* {name: histogram} (PLAIN), {label: histogram} (LABELS) or {name: {label: histogram}} (KEYED). */
-static int histograms(scanner *s, enum role role, int64_t keyed_name) {
+/* {name: histogram} (PLAIN), {label: histogram} (LABELS) or {name: {label: histogram}} (KEYED), and the same
+ * of scalar values (SCALARS, SCALAR_LABELS, KEYED_SCALARS); `cache`: of the labels of `keyed_name`. */
+static int histograms(scanner *s, enum role role, int64_t keyed_name, PyObject *cache) {
     if (!at(s, '{')) return BAIL;
     if (at(s, '}')) return 0;
+    ints *table = role == PLAIN || role == KEYED || role == LABELS ? &s->rows : &s->entries;
+    Py_ssize_t width = table == &s->rows ? ROW : ENTRY, first = table->n;
     slice *seen = NULL;
     Py_ssize_t n_seen = 0, cap = 0;
     int r;
@@ -294,29 +454,41 @@ static int histograms(scanner *s, enum role role, int64_t keyed_name) {
         seen[n_seen++] = (slice){k, n};
         if ((r = add_name(s, k, n, &index)) < 0) break;
         if (role == PLAIN) {
-            r = histogram(s, index, -1);
+            r = histogram(s, index, -1, s->plain[s->process]);
         } else if (role == LABELS) {
-            r = histogram(s, keyed_name, index);
+            r = histogram(s, keyed_name, index, cache);
+        } else if (role == SCALARS) {
+            r = scalar(s, index, -1, s->scalars[s->process]);
+        } else if (role == SCALAR_LABELS) {
+            r = scalar(s, keyed_name, index, cache);
         } else {
-            r = histograms(s, LABELS, index);
+            PyObject *labels = NULL, *keyed = role == KEYED ? s->keyed[s->process] : s->keyed_scalars[s->process];
+            if (keyed && !(labels = PyDict_GetItemWithError(keyed, PyList_GET_ITEM(s->names, index))))
+                PyErr_Clear();
+            r = histograms(s, role == KEYED ? LABELS : SCALAR_LABELS, index, labels);
         }
         if (r < 0) break;
         if ((r = next(s, '}')) <= 0) break;
     }
     if (r == 0) r = distinct(seen, n_seen);
     PyMem_Free(seen);
+    if (r == 0 && (role == LABELS || role == SCALAR_LABELS) && n_seen > s->labels && cache != Py_None)
+        for (Py_ssize_t i = first + width - 1; i < table->n; i += width) table->data[i] = SLOW; /* it bounds them */
     return r;
 }
 
-/* A container of histograms, replaced in `rest` by its number. */
+/* A container of histograms or scalars, replaced in `rest` by its number. */
 static int container(scanner *s, enum role role) {
     ws(s);
     const char *start = s->p;
     int64_t number = s->containers.n / 2;
-    if (push(&s->containers, s->rows.n / ROW) < 0) return NO_MEMORY;
-    int r = histograms(s, role, -1);
+    int scalars = role == SCALARS || role == KEYED_SCALARS;
+    ints *table = scalars ? &s->entries : &s->rows;
+    Py_ssize_t width = scalars ? ENTRY : ROW;
+    if (push(&s->containers, table->n / width) < 0) return NO_MEMORY;
+    int r = histograms(s, role, -1, NULL);
     if (r < 0) return r;
-    if (push(&s->containers, s->rows.n / ROW) < 0) return NO_MEMORY;
+    if (push(&s->containers, table->n / width) < 0) return NO_MEMORY;
     char text[24];
     int n = snprintf(text, sizeof text, "%lld", (long long)number);
     if (emit(s, s->copied, start - s->copied) < 0 || emit(s, text, n) < 0) return NO_MEMORY;
@@ -332,6 +504,20 @@ static int array_of_containers(scanner *s) {
         if (r < 0) return r;
         if ((r = next(s, ']')) <= 0) return r;
     }
+}
+
+/* A value read as the containers of process `process`. */
+static int of_process(scanner *s, int process, int (*read)(scanner *, enum role), enum role role) {
+    int outer = s->process;
+    s->process = process;
+    int r = read(s, role);
+    s->process = outer;
+    return r;
+}
+
+static int children(scanner *s, enum role role) {
+    (void)role;
+    return array_of_containers(s);
 }
 
 #define EMIT(text) emit(s, text, (Py_ssize_t)(sizeof text - 1))
@@ -388,22 +574,41 @@ static int environment(scanner *s) {
     return 0;
 }
 
-static int member(scanner *s, enum role role, const char *k, Py_ssize_t n) {
+/* Once per object, each key that is read: a repeated one would be read where it first stood, with its last value. */
+static int once(unsigned *seen, unsigned bit) {
+    if (*seen & bit) return BAIL;
+    *seen |= bit;
+    return 0;
+}
+
+#define READ(bit, call) (once(seen, 1u << (bit)) < 0 ? BAIL : (call))
+
+static int member(scanner *s, enum role role, const char *k, Py_ssize_t n, unsigned *seen) {
     switch (role) {
     case ROOT:
-        if (IS(k, n, "payload")) return object(s, PAYLOAD);
+        if (IS(k, n, "payload")) return READ(0, of_process(s, 0, object, PAYLOAD));
         if (IS(k, n, "environment")) return environment(s);
         return skip(s);
     case PAYLOAD:
-        if (IS(k, n, "childPayloads")) return array_of_containers(s);
-        if (IS(k, n, "processes")) return object(s, PROCESSES);
-        return member(s, CONTAINER, k, n);
+        if (IS(k, n, "childPayloads")) return READ(1, of_process(s, 1, children, CONTAINER));
+        if (IS(k, n, "processes")) return READ(2, object(s, PROCESSES));
+        return member(s, CONTAINER, k, n, seen);
+    case PROCESS:
+        if (IS(k, n, "scalars")) return READ(5, container(s, SCALARS));
+        if (IS(k, n, "keyedScalars")) return READ(6, container(s, KEYED_SCALARS));
+        return member(s, CONTAINER, k, n, seen);
     case CONTAINER:
-        if (IS(k, n, "histograms")) return container(s, PLAIN);
-        if (IS(k, n, "keyedHistograms")) return container(s, KEYED);
+        if (IS(k, n, "histograms")) return READ(3, container(s, PLAIN));
+        if (IS(k, n, "keyedHistograms")) return READ(4, container(s, KEYED));
+        return skip(s);
+    case PARENT_PROCESS: /* its histograms are not the job's */
+        if (IS(k, n, "scalars")) return READ(5, container(s, SCALARS));
+        if (IS(k, n, "keyedScalars")) return READ(6, container(s, KEYED_SCALARS));
         return skip(s);
     case PROCESSES:
-        if (IS(k, n, "content") || IS(k, n, "gpu")) return object(s, CONTAINER);
+        if (IS(k, n, "parent")) return READ(0, of_process(s, 0, object, PARENT_PROCESS));
+        if (IS(k, n, "content")) return READ(1, of_process(s, 1, object, PROCESS));
+        if (IS(k, n, "gpu")) return READ(2, of_process(s, 2, object, PROCESS));
         return skip(s);
     default:
         return skip(s);
@@ -413,12 +618,13 @@ static int member(scanner *s, enum role role, const char *k, Py_ssize_t n) {
 static int object(scanner *s, enum role role) {
     if (++s->depth > MAX_DEPTH) return BAIL;
     if (!at(s, '{')) return BAIL;
+    unsigned seen = 0;
     if (!at(s, '}')) {
         for (;;) {
             const char *k;
             Py_ssize_t n;
             if (key(s, &k, &n) < 0) return BAIL;
-            int r = member(s, role, k, n);
+            int r = member(s, role, k, n, &seen);
             if (r < 0) return r;
             if ((r = next(s, '}')) < 0) return BAIL;
             if (r == 0) break;
@@ -432,12 +638,33 @@ static PyObject *as_bytes(ints *a) {
     return PyBytes_FromStringAndSize((const char *)a->data, a->n * (Py_ssize_t)sizeof(int64_t));
 }
 
-static PyObject *scan(PyObject *module, PyObject *arg) {
+static int caches(PyObject *tuple, PyObject **out) {
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != PROCESSES_READ) {
+        PyErr_SetString(PyExc_TypeError, "caches: a tuple of a dict per process");
+        return -1;
+    }
+    for (int i = 0; i < PROCESSES_READ; i++) {
+        out[i] = PyTuple_GET_ITEM(tuple, i);
+        if (!PyDict_Check(out[i])) {
+            PyErr_SetString(PyExc_TypeError, "caches: a tuple of a dict per process");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *scan(PyObject *module, PyObject *args) {
     (void)module;
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *plain, *keyed, *scalars, *keyed_scalars;
     scanner s = {0};
-    s.p = s.copied = view.buf;
+    if (!PyArg_ParseTuple(args, "y*OOOOn", &view, &plain, &keyed, &scalars, &keyed_scalars, &s.labels)) return NULL;
+    if (caches(plain, s.plain) < 0 || caches(keyed, s.keyed) < 0 || caches(scalars, s.scalars) < 0 ||
+        caches(keyed_scalars, s.keyed_scalars) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    s.line = s.p = s.copied = view.buf;
     s.end = s.p + view.len;
     s.names = PyList_New(0);
     PyObject *result = NULL;
@@ -447,8 +674,8 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
     } else if (r < 0 || s.containers.n == 0) {
         result = Py_NewRef(Py_None);
     } else {
-        result = Py_BuildValue("(y#ONNNN)", s.out, s.out_n, s.names, as_bytes(&s.containers), as_bytes(&s.rows),
-                               as_bytes(&s.keys), as_bytes(&s.counts));
+        result = Py_BuildValue("(y#ONNNNN)", s.out, s.out_n, s.names, as_bytes(&s.containers), as_bytes(&s.rows),
+                               as_bytes(&s.keys), as_bytes(&s.counts), as_bytes(&s.entries));
     }
     Py_XDECREF(s.names);
     PyMem_Free(s.out);
@@ -456,17 +683,20 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
     PyMem_Free(s.rows.data);
     PyMem_Free(s.keys.data);
     PyMem_Free(s.counts.data);
+    PyMem_Free(s.entries.data);
     PyBuffer_Release(&view);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_O, "scan(line) -> (rest, names, containers, rows, keys, counts), or None"},
+    {"scan", scan, METH_VARARGS,
+     "scan(line, plain, keyed, scalars, keyed_scalars, labels) -> (rest, names, containers, rows, keys, counts, "
+     "entries), or None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef definition = {
-    PyModuleDef_HEAD_INIT, "_scan", "The histograms of a ping read from its bytes.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_scan", "The histograms and scalars of a ping read from its bytes.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

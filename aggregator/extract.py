@@ -28,7 +28,23 @@ from aggregator.layouts import (
     fixed_layout,
     ping_layout,
 )
-from aggregator.scan import Scanned
+from aggregator.scan import (
+    END,
+    ENTRY,
+    ENTRY_METRIC,
+    FIRST,
+    KIND,
+    METRIC,
+    NAMED,
+    NONNUMERIC,
+    PROCESS_INDEX,
+    ROW,
+    SKIP,
+    SUM,
+    VALUE,
+    Known,
+    Scanned,
+)
 from aggregator.stats import RunStats
 
 AGGREGATED_CHANNELS = frozenset({"nightly", "aurora", "beta", "release"})
@@ -154,7 +170,7 @@ class Accumulator:
         self.options = options
         self.limits = options.limits
         self._scanned: Scanned | None = None
-        self._scan_base = 0
+        self.known = Known(EXCLUDED_KEYED_HISTOGRAMS, self.limits.labels)  # histogram metrics, for the scanner
         self.dropped: Counter = Counter()
         self.overflow = 0
         self.layouts: list[Layout] = []
@@ -171,7 +187,7 @@ class Accumulator:
         self._metric_width: list[int] = []  # buckets of each metric's layout
         self._widest = 0
         self.undefined: set[str] = set()  # names of metrics without a definition
-        self._fast: dict[tuple[str, str], dict] = {}  # (process, family) -> {key in the ping: metric id}
+        self._fast: dict[tuple[str, str], dict] = {}  # (process, family) -> {key in the ping: code}, simple measures
         # rows: the cells (dimension set, metric); codes (dimension << 32 | metric) kept sorted for lookups
         self._codes = np.zeros(0, dtype=np.int64)
         self._code_rows = np.zeros(0, dtype=np.int64)
@@ -265,7 +281,7 @@ class Accumulator:
             self._from_ping[key] = layout
         return layout
 
-    def _cache(self, process: str, family: str) -> dict:
+    def _simple_cache(self, process: str, family: str) -> dict:
         cache = self._fast.get((process, family))
         if cache is None:
             cache = self._fast[(process, family)] = {}
@@ -279,13 +295,8 @@ class Accumulator:
         if type(dimensions) is str:
             return dimensions
         histograms_before, values_before, entries_before = len(self._h_metrics), len(self._s_metrics), len(self._h_keys)
-        slots_before = len(self._h_slot_at)
         self._scanned = scanned
-        if scanned is not None:
-            self._scan_base = self._k_size
-            self._k_keys.append(scanned.keys)
-            self._k_counts.append(scanned.counts)
-            self._k_size += len(scanned.keys)
+        known, known_values = self._known_histograms(scanned), self._known_values(scanned)
         payload = ping["payload"]
         processes = payload.get("processes") or {}
         for process in PROCESS_TYPES:
@@ -300,7 +311,11 @@ class Accumulator:
         for process in ("content", "gpu"):
             if process in processes:
                 self._histograms(process, processes[process])
-        if self._too_wide(histograms_before, values_before):
+        if self._too_wide(histograms_before, values_before, known, known_values):
+            if len(known):
+                del self._f_rows[-1], self._f_bases[-1]
+            if len(known_values):
+                del self._v_rows[-1]
             for pending, before in (
                 (self._h_metrics, histograms_before),
                 (self._h_sums, histograms_before),
@@ -309,27 +324,67 @@ class Accumulator:
                 (self._h_values, entries_before),
                 (self._s_metrics, values_before),
                 (self._s_values, values_before),
-                (self._h_slot_at, slots_before),
-                (self._h_slot_start, slots_before),
             ):
                 del pending[before:]
             return "too_many_buckets"
         self._p_dimensions.append(self.dimensions.setdefault(dimensions, len(self.dimensions)))
         self._p_histograms.append(len(self._h_metrics) - histograms_before)
         self._p_values.append(len(self._s_metrics) - values_before)
+        self._p_known.append(len(known))
+        self._p_known_values.append(len(known_values))
         if len(self._p_dimensions) >= _FLUSH_PINGS:
             self.flush()
         return dimensions
 
-    def _too_wide(self, histograms_before: int, values_before: int) -> bool:
+    def _known_histograms(self, scanned: Scanned | None) -> np.ndarray:
+        """The rows of the scanned histograms whose metric the scanner found in `known`, kept as arrays until
+        `flush`; count histograms among them are scalar-like values."""
+        if scanned is None:
+            return _NO_ROWS
+        rows = scanned.rows
+        known = rows[rows[:, METRIC] >= 0]
+        counted = known[:, KIND] == 4
+        if counted.any():
+            self._s_metrics.extend(known[counted, METRIC].tolist())
+            self._s_values.extend(known[counted, SUM].tolist())
+            known = known[~counted]
+        if len(known):
+            self._f_rows.append(known)
+            self._f_bases.append(self._k_size)
+            self._k_keys.append(scanned.keys)
+            self._k_counts.append(scanned.counts)
+            self._k_size += len(scanned.keys)
+        return known
+
+    def _known_values(self, scanned: Scanned | None) -> np.ndarray:
+        """The entries of the scanned scalars whose metric the scanner found in `known` (plain non-negative
+        integers and booleans), kept as arrays until `flush`; strings it found counted names for are counted."""
+        if scanned is None or not len(scanned.entries):
+            return _NO_ENTRIES
+        entries = scanned.entries
+        self._drop("non_numeric_value", int(np.count_nonzero(entries[:, ENTRY_METRIC] == NONNUMERIC)))
+        known = entries[entries[:, ENTRY_METRIC] >= 0]
+        if len(known):
+            self._v_rows.append(known)
+        return known
+
+    def _too_wide(
+        self, histograms_before: int, values_before: int, known: np.ndarray, known_values: np.ndarray
+    ) -> bool:
         """Whether the ping's samples span more than `JOB_MAX_PING_BUCKETS` buckets of their layouts: the most
         new cells one ping may claim. Counted exactly only when a cheap upper bound is past the limit."""
         samples = len(self._h_metrics) - histograms_before + len(self._s_metrics) - values_before
+        samples += len(known) + len(known_values)
         if samples * self._widest <= self.limits.ping_buckets:
             return False
         width = self._metric_width.__getitem__
-        span = sum(map(width, self._h_metrics[histograms_before:])) + sum(map(width, self._s_metrics[values_before:]))
-        return span > self.limits.ping_buckets
+        metrics = itertools.chain(
+            self._h_metrics[histograms_before:],
+            self._s_metrics[values_before:],
+            known[:, METRIC].tolist(),
+            known_values[:, ENTRY_METRIC].tolist(),
+        )
+        return sum(map(width, metrics)) > self.limits.ping_buckets
 
     # Each family has a fast path through `_cache(process, family)`, from the metric's key in the ping to its
     # id, taken when the value has the common, valid shape. Everything else (first sight of a metric, layouts
@@ -341,15 +396,16 @@ class Accumulator:
             if type(histograms) is dict:
                 self._histogram_map(process, histograms, None)
             elif scanned is not None:  # its number in the scan
-                self._histogram_rows(process, scanned.rows_of(histograms), None)
+                if scanned.slow:
+                    self._histogram_rows(process, scanned.rows_of(histograms), None)
             else:
                 self.dropped["bad_container"] += 1
         keyed = container.get("keyedHistograms")
         if keyed is None:
             return
         if scanned is not None and type(keyed) is int:
-            for name, rows in scanned.keyed_rows_of(keyed):
-                if name not in EXCLUDED_KEYED_HISTOGRAMS:
+            if scanned.slow:  # the scanner marks the rows of excluded keyed histograms as neither known nor slow
+                for name, rows in scanned.keyed_rows_of(keyed):
                     self._histogram_rows(process, self._bounded(rows), name)
             return
         if type(keyed) is not dict:
@@ -373,22 +429,10 @@ class Accumulator:
         return labels[:limit] if type(labels) is list else dict(itertools.islice(labels.items(), limit))
 
     def _histogram_rows(self, process: str, rows: list, keyed_name: str | None) -> None:
-        """`_histogram_map` for scanned histograms: their buckets stay in the scan's arrays (slots)."""
-        cache = self._cache(process, "histogram" if keyed_name is None else ("keyed", keyed_name))
-        cached = cache.get
-        names, base = self._scanned.names, self._scan_base
-        add_metric, add_sum, add_size = self._h_metrics.append, self._h_sums.append, self._h_sizes.append
-        add_slot_at, add_slot_start = self._h_slot_at.append, self._h_slot_start.append
-        for name_index, label_index, kind, total, n, low, high, start, end in rows:
+        """The general path for the scanned histograms the scanner knew no metric for."""
+        names = self._scanned.names
+        for name_index, label_index, kind, total, n, low, high, start, end, _ in rows:
             key = names[name_index if label_index < 0 else label_index]
-            metric = cached(key)
-            if metric is not None and kind != 4:  # the scan vouches for the rest of the fast path's checks
-                add_slot_at(len(self._h_metrics))
-                add_slot_start(base + start)
-                add_metric(metric)
-                add_sum(total)
-                add_size(end - start)
-                continue
             histogram = {
                 "bucket_count": n,
                 "histogram_type": kind,
@@ -397,33 +441,35 @@ class Accumulator:
                 "values": self._scanned.values(start, end),
             }
             name, label = (key, "") if keyed_name is None else (keyed_name, key)
-            self._histogram(process, name, label, histogram, cache, key)
+            self._histogram(process, keyed_name, name, label, histogram, key)
 
     def _histogram_map(self, process: str, histograms: dict, keyed_name: str | None) -> None:
         """`{name: histogram}`, or the `{label: histogram}` of the keyed histogram `keyed_name`."""
-        cache = self._cache(process, "histogram" if keyed_name is None else ("keyed", keyed_name))
-        cached = cache.get
+        cached = self.known.cache(process, keyed_name).get
         add_metric, add_sum, add_size = self._h_metrics.append, self._h_sums.append, self._h_sizes.append
         add_keys, add_values = self._h_keys.extend, self._h_values.extend
         for key, histogram in histograms.items():
-            metric = cached(key)
-            if metric is not None and type(histogram) is dict:
+            code = cached(key)
+            if code is not None and not code & 1 and type(histogram) is dict:
                 try:
                     values, total, kind = histogram["values"], histogram["sum"], histogram["histogram_type"]
                 except KeyError:
                     pass
                 else:
                     if type(values) is dict and type(total) is int and total >= 0 and type(kind) is int and kind != 4:
-                        add_metric(metric)
+                        add_metric(code >> 1)
                         add_sum(total)
                         add_size(len(values))
                         add_keys(values)
                         add_values(values.values())
                         continue
             name, label = (key, "") if keyed_name is None else (keyed_name, key)
-            self._histogram(process, name, label, histogram, cache, key)
+            self._histogram(process, keyed_name, name, label, histogram, key)
 
-    def _histogram(self, process: str, name: str, label: str, histogram: object, cache: dict, key: str) -> None:
+    def _histogram(
+        self, process: str, keyed_name: str | None, name: str, label: str, histogram: object, key: str
+    ) -> None:
+        """The general path; it fills the cache (`self.known`) when it can."""
         if type(histogram) is not dict:
             self.dropped["bad_histogram"] += 1
             return
@@ -432,7 +478,9 @@ class Accumulator:
             self.dropped["bad_histogram"] += 1
             return
         if kind == 4:
-            self._value(process, "[[COUNT]]_" + name, label, self.count_layout, total)
+            metric = self._value(process, "[[COUNT]]_" + name, label, self.count_layout, total)
+            if metric >= 0:
+                self.known.cache(process, keyed_name)[key] = metric << 1 | 1
             return
         layout = self._histogram_layout(name, histogram)
         if layout < 0:
@@ -442,7 +490,7 @@ class Accumulator:
         if metric < 0:
             return
         if self._defined[name] == layout:  # the same for every ping: cacheable
-            cache[key] = metric
+            self.known.cache(process, keyed_name)[key] = metric << 1
         self._h_metrics.append(metric)
         self._h_sums.append(total)
         self._h_sizes.append(len(values))
@@ -464,50 +512,73 @@ class Accumulator:
             self._s_values.append(value)
         return metric
 
-    def _value_map(self, process: str, family: str, values: dict, name_of, layout: int) -> None:
-        """Scalar-like `{key: value}`; `name_of(key)` gives (metric name, label), or None to skip the key."""
-        cache = self._cache(process, family)
+    def _value_map(self, cache: dict, process: str, values: dict, name_of, layout: int) -> None:
+        """Scalar-like `{key: value}`; `name_of(key)` gives (metric name, label), or None to skip the key.
+        `cache` maps keys to codes (aggregator/scan.py's `Known`): a metric, NAMED or SKIP."""
         add_metric, add_value = self._s_metrics.append, self._s_values.append
         for key, value in values.items():
             metric = cache.get(key)
-            if metric is not None and (type(value) is int or type(value) is float) and value >= 0:
-                add_metric(metric)
-                add_value(value)
-                continue
+            if metric is not None:
+                kind = type(value)
+                if metric >= 0 and (kind is int or kind is bool or kind is float) and value >= 0:
+                    add_metric(metric)
+                    add_value(value)
+                    continue
+                if metric == SKIP:
+                    continue
+                if kind is str:
+                    self.dropped["non_numeric_value"] += 1
+                    continue
             named = name_of(key)
             if named is not None:
                 metric = self._value(process, named[0], named[1], layout, value)
                 if metric >= 0:
                     cache[key] = metric
+                elif type(value) is str:  # a string's fate does not depend on its name's
+                    cache.setdefault(key, NAMED)
 
     def _scalars(self, process: str, scalars: object) -> None:
         if scalars is None:
             return
+        if type(scalars) is int:  # its number in the scan
+            if not self._scanned.slow_values:
+                return
+            scalars = self._scanned.values_of(scalars)
         if type(scalars) is not dict:
             self.dropped["bad_container"] += 1
             return
+        cache = self.known.scalars[PROCESS_INDEX[process]]
 
         def name_of(raw: str) -> tuple[str, str] | None:
             name = self._metric_name("SCALARS_", raw)
-            return None if name is None else (name, "")
+            if name is None:
+                cache[raw] = SKIP  # excluded, whatever its value
+                return None
+            return name, ""
 
-        self._value_map(process, "scalar", scalars, name_of, self.scalar_layout)
+        self._value_map(cache, process, scalars, name_of, self.scalar_layout)
 
     def _keyed_scalars(self, process: str, keyed: object) -> None:
         if keyed is None:
             return
+        if type(keyed) is int:  # its number in the scan
+            if not self._scanned.slow_values:
+                return
+            keyed = self._scanned.keyed_values_of(keyed)
         if type(keyed) is not dict:
             self.dropped["bad_container"] += 1
             return
         for raw, by_key in keyed.items():
             name = self._metric_name("SCALARS_", raw)
             if name is None:
+                self.known.keyed_scalars[PROCESS_INDEX[process]][raw] = None  # excluded, whatever its values
                 continue
             if type(by_key) is not dict:
                 self.dropped["bad_container"] += 1
                 continue
             by_key = self._bounded(by_key)
-            self._value_map(process, name, by_key, lambda key, n=name: (n, key.upper()), self.scalar_layout)
+            cache = self.known.scalar_labels(process, raw)
+            self._value_map(cache, process, by_key, lambda key, n=name: (n, key.upper()), self.scalar_layout)
 
     def _simple_measures(self, process: str, measures: object) -> None:
         if measures is None:
@@ -519,14 +590,16 @@ class Accumulator:
             if type(value) is dict:  # one level of nesting: SIMPLE_MEASURES_<RAW>_<SUB>
                 prefix = self._metric_name("SIMPLE_MEASURES_", raw) + "_"
                 nested = lambda sub, p=prefix: (p + sub.upper(), "")  # noqa: E731
-                self._value_map(process, "simple:" + raw, value, nested, self.simple_layout)
+                self._value_map(
+                    self._simple_cache(process, "simple:" + raw), process, value, nested, self.simple_layout
+                )
 
         def name_of(raw: str) -> tuple[str, str] | None:
             if type(measures[raw]) is dict:
                 return None
             return self._metric_name("SIMPLE_MEASURES_", raw), ""
 
-        self._value_map(process, "simple", measures, name_of, self.simple_layout)
+        self._value_map(self._simple_cache(process, "simple"), process, measures, name_of, self.simple_layout)
 
     # -- arrays ---------------------------------------------------------------------------------------------
     def _clear_pending(self) -> None:
@@ -540,10 +613,13 @@ class Accumulator:
         self._h_values: list = []
         self._s_metrics: list[int] = []  # per scalar-like value
         self._s_values: list = []
-        # histograms whose buckets stay in the scans' arrays: their index in _h_metrics and first entry there
-        self._h_slot_at: list[int] = []
-        self._h_slot_start: list[int] = []
-        self._k_keys: list[np.ndarray] = []  # the scans' bucket keys and counts, ping after ping
+        # scanned histograms of known metrics: their rows per ping, and the buckets of those pings, one after another
+        self._p_known: list[int] = []
+        self._p_known_values: list[int] = []
+        self._v_rows: list[np.ndarray] = []  # scanned scalars of known metrics: their entries per ping
+        self._f_rows: list[np.ndarray] = []
+        self._f_bases: list[int] = []  # where the rows' entries start in the buckets
+        self._k_keys: list[np.ndarray] = []
         self._k_counts: list[np.ndarray] = []
         self._k_size = 0
 
@@ -577,60 +653,55 @@ class Accumulator:
     def flush(self) -> None:
         """Add the pending samples into the dense arrays."""
         ping_dimensions = np.asarray(self._p_dimensions, dtype=np.int64)
-        h_dimensions = np.repeat(ping_dimensions, np.asarray(self._p_histograms, dtype=np.int64))
-        s_dimensions = np.repeat(ping_dimensions, np.asarray(self._p_values, dtype=np.int64))
+        known = np.concatenate(self._f_rows) if self._f_rows else _NO_ROWS
+        known_values = np.concatenate(self._v_rows) if self._v_rows else _NO_ENTRIES
+        per_ping = (self._p_histograms, self._p_known, self._p_values, self._p_known_values)
+        dimensions = np.concatenate([np.repeat(ping_dimensions, np.asarray(n, dtype=np.int64)) for n in per_ping])
         metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
-        rows = self._rows(
-            np.concatenate([h_dimensions, s_dimensions]),
-            np.asarray(self._h_metrics + self._s_metrics, dtype=np.int64),
-            metric_layouts,
-        )
-        h_rows, s_rows = rows[: len(h_dimensions)], rows[len(h_dimensions) :]
+        metrics = [np.asarray(self._h_metrics, dtype=np.int64), known[:, METRIC]]
+        metrics += [np.asarray(self._s_metrics, dtype=np.int64), known_values[:, ENTRY_METRIC]]
+        rows = self._rows(dimensions, np.concatenate(metrics), metric_layouts)
+        # the histograms (parsed ones, then scanned ones of known metrics), then the scalar-like values (the same)
+        h_rows, s_rows = rows[: len(self._h_metrics) + len(known)], rows[len(self._h_metrics) + len(known) :]
         row_layouts = metric_layouts[self.row_metric]
         offsets = self.row_offset
         # histogram buckets: key -> column of the row's layout, or dropped
-        sizes = np.asarray(self._h_sizes, dtype=np.int64)
+        parsed_keys, parsed_values = self._bucket_keys(), self._nonnegative(self._h_values, "bad_bucket_value")
+        known_keys, known_counts, known_sizes = self._known_entries(known)
+        sizes = np.concatenate([np.asarray(self._h_sizes, dtype=np.int64), known_sizes])
         entry_rows = np.repeat(h_rows, sizes)
-        keys, values = self._entries(sizes)
+        keys, values = np.concatenate([parsed_keys, known_keys]), np.concatenate([parsed_values, known_counts])
         columns = self._columns(row_layouts[entry_rows], keys)
         found = columns >= 0
         self._drop("unknown_bucket", int(np.count_nonzero(~found & (keys != _NOT_INT))))
         self._drop("bad_bucket_key", int(np.count_nonzero(keys == _NOT_INT)))
         positions = offsets[entry_rows[found]] + columns[found]
         # each conversion may count values it clamps into self.overflow: converted before the adds count theirs
-        h_sums, s_sums = self._clamped(self._h_sums), self._integer_parts(self._s_values)
+        h_sums = np.concatenate([self._clamped(self._h_sums), known[:, SUM]])
+        s_sums = np.concatenate([self._integer_parts(self._s_values), known_values[:, VALUE]])
         clamped = saturating_add_at(self.histogram, positions, values[found])
         clamped += saturating_add_at(self.sums, h_rows, h_sums)
         clamped += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
         # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
-        positions = offsets[s_rows] + self._scalar_columns(row_layouts[s_rows], self._s_values)
+        s_numbers = np.concatenate([np.asarray(self._s_values, dtype=np.float64), known_values[:, VALUE]])
+        positions = offsets[s_rows] + self._scalar_columns(row_layouts[s_rows], s_numbers)
         clamped += saturating_add_at(self.histogram, positions, np.ones(len(s_rows), dtype=np.int64))
         clamped += saturating_add_at(self.sums, s_rows, s_sums)
         clamped += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
         self.overflow += clamped
         self._clear_pending()
 
-    def _entries(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every histogram's bucket keys and counts, in order: from the scans' arrays for scanned histograms,
-        from the pending lists for the others."""
-        keys, values = self._bucket_keys(), self._nonnegative(self._h_values, "bad_bucket_value")
-        if not self._h_slot_at:
-            return keys, values
-        at, starts = np.asarray(self._h_slot_at, dtype=np.int64), np.asarray(self._h_slot_start, dtype=np.int64)
-        lengths = sizes[at]
-        # entry j of scanned histogram i is entry starts[i] + j of the scans' arrays
-        index = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
-        scanned_keys = np.minimum(np.concatenate(self._k_keys)[index], _SPAN)  # as _KeyInts clips them
-        scanned_values = np.concatenate(self._k_counts)[index]
-        if len(at) == len(sizes):
-            return scanned_keys, scanned_values
-        scanned = np.zeros(len(sizes), dtype=bool)
-        scanned[at] = True
-        entry_scanned = np.repeat(scanned, sizes)
-        all_keys, all_values = np.empty(len(entry_scanned), np.int64), np.empty(len(entry_scanned), np.int64)
-        all_keys[entry_scanned], all_values[entry_scanned] = scanned_keys, scanned_values
-        all_keys[~entry_scanned], all_values[~entry_scanned] = keys, values
-        return all_keys, all_values
+    def _known_entries(self, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bucket keys and counts of the known scanned histograms, in order, and how many each has: taken
+        from their pings' arrays, laid one after another."""
+        if not len(known):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        bases = np.repeat(np.asarray(self._f_bases, dtype=np.int64), [len(rows) for rows in self._f_rows])
+        starts, sizes = known[:, FIRST] + bases, known[:, END] - known[:, FIRST]
+        # entry j of histogram i is entry starts[i] + j of the pings' arrays
+        index = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+        keys = np.minimum(np.concatenate(self._k_keys)[index], _SPAN)  # as _KeyInts clips them
+        return keys, np.concatenate(self._k_counts)[index], sizes
 
     def _bucket_keys(self) -> np.ndarray:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the few
@@ -672,10 +743,9 @@ class Accumulator:
         if count:
             self.dropped[reason] += count
 
-    def _scalar_columns(self, layouts: np.ndarray, values: list) -> np.ndarray:
-        """Bucket of each non-negative value in its row's layout."""
-        numbers = np.asarray(values, dtype=np.float64)
-        columns = np.zeros(len(values), dtype=np.int64)
+    def _scalar_columns(self, layouts: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        """Bucket of each non-negative value (as a float64) in its row's layout."""
+        columns = np.zeros(len(numbers), dtype=np.int64)
         for layout in np.flatnonzero(np.bincount(layouts)).tolist():
             mine = layouts == layout
             columns[mine] = scalar_buckets(self.layouts[layout].bounds, numbers[mine])
@@ -732,6 +802,8 @@ class Accumulator:
 
 
 _UNDEFINED, _UNUSABLE, _TOO_WIDE = -1, -2, -3  # layout ids of histograms without a (usable, narrow) layout
+_NO_ROWS = np.zeros((0, ROW), dtype=np.int64)
+_NO_ENTRIES = np.zeros((0, ENTRY), dtype=np.int64)
 # why a metric is refused: the code of _REFUSALS[i] is -1 - i
 _REFUSALS = ("bad_name", "long_name", "long_label", "undefined_limit")
 _BAD_NAME, _LONG_NAME, _LONG_LABEL, _UNDEFINED_LIMIT = (-1 - i for i in range(len(_REFUSALS)))

@@ -102,8 +102,9 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(name.encode() + b"\0")
         if array.dtype.kind in "OUT":
             h.update("\0".join(map(str, array.tolist())).encode() + b"\1")
-        else:
-            h.update(np.ascontiguousarray(array).tobytes() + b"\1")
+        else:  # the array's own bytes, not a copy of them
+            h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+            h.update(b"\1")
     return h.hexdigest()
 
 

@@ -40,7 +40,7 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
     try:
         for line in lines:
             stats.pings += 1
-            scanned = scan(line)
+            scanned = scan(line, accumulator.known)
             try:
                 ping = orjson.loads(line if scanned is None else scanned[0])
             except orjson.JSONDecodeError:  # the scan passes all it does not check on to the parser

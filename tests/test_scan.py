@@ -4,6 +4,7 @@ checks against the plain-Python reference)."""
 
 import gzip
 import importlib.machinery
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -11,10 +12,11 @@ import pytest
 
 from aggregator import _scan
 from aggregator.aggregate import rebuild
+from aggregator.bounds import Limits
 from aggregator.extract import Accumulator, Options
 from aggregator.inputs import Lines, discover
 from aggregator.layouts import Definitions
-from aggregator.scan import scan
+from aggregator.scan import Known, scan
 from aggregator.stats import RunStats
 from aggregator.tasks import aggregate_chunk
 from tests.test_aggregate import as_dict
@@ -26,13 +28,14 @@ def test_the_installed_package_uses_the_compiled_scanner(corpus):
     lines = [
         line for path in corpus.files for line in gzip.decompress(Path(path).read_bytes()).splitlines() if line.strip()
     ]
-    scanned = sum(scan(line) is not None for line in lines)
+    scanned = sum(scan(line, Known(frozenset(), 1000)) is not None for line in lines)
     assert scanned >= 0.8 * len(lines), f"{scanned} of {len(lines)} pings scanned"
 
 
-def exact_path(chunk, definitions: Definitions) -> tuple:
+def exact_path(chunk, definitions: Definitions, limits: Limits | None = None) -> tuple:
     """The chunk through the JSON parser alone: what aggregate_chunk gave before the scanner."""
-    accumulator = Accumulator(definitions, Options(dates=frozenset({chunk.date}) if chunk.date else None))
+    options = Options(dates=frozenset({chunk.date}) if chunk.date else None, limits=limits or Limits.from_settings())
+    accumulator = Accumulator(definitions, options)
     for line in Lines(chunk, 8 * 2**20):
         try:
             ping = orjson.loads(line)
@@ -43,8 +46,8 @@ def exact_path(chunk, definitions: Definitions) -> tuple:
     return as_dict(rebuild([result])), result.stats.dropped, result.stats.overflow
 
 
-def scanned_path(chunk, definitions: Definitions) -> tuple:
-    result = aggregate_chunk(chunk, definitions, Options())
+def scanned_path(chunk, definitions: Definitions, limits: Limits | None = None) -> tuple:
+    result = aggregate_chunk(chunk, definitions, Options(limits=limits or Limits.from_settings()))
     return as_dict(rebuild([result])), result.stats.dropped, result.stats.overflow
 
 
@@ -130,6 +133,34 @@ VARIANTS = {
     "no os": variant(lambda p: p["environment"]["system"].pop("os")),
     "payload a list": variant(lambda p: p.update(payload=[])),
     "empty containers": variant(lambda p: p["payload"].update(histograms={}, keyedHistograms={"K": {}})),
+    "scalar values of every kind": variant(
+        lambda p: p["payload"]["processes"]["parent"].update(
+            scalars={
+                **{"a.b": 3, "a.c": 2.5, "a.d": -4, "a.e": None, "a.f": 10**19, "a.g": "text", "a.h": True},
+                **{"a.i": 0, "a.j": -0.0, "a.k": 1e300, "a.l": 10**18 - 1, "a.m": 10**18, "a.n": False},
+            },
+            keyedScalars={"k.s": {"a": 1, "b": True, "c": "x", "d": -1.5}, "k.t": {}},
+        )
+    ),
+    "scalars in every process": variant(
+        lambda p: p["payload"]["processes"].update(
+            content={**p["payload"]["processes"]["content"], "scalars": {"a.b": 5}, "keyedScalars": {"k": {"x": 2}}},
+            gpu={"scalars": {"a.b": 6}, "keyedScalars": {"k": {"x": 3}}},
+        )
+    ),
+    "parent histograms, not the job's": variant(
+        lambda p: p["payload"]["processes"]["parent"].update(histograms=p["payload"]["histograms"])
+    ),
+    "a scalar an array": variant(lambda p: p["payload"]["processes"]["parent"].update(scalars={"a.b": [1]})),
+    "a scalar an object": variant(lambda p: p["payload"]["processes"]["parent"].update(scalars={"a.b": {"x": 1}})),
+    "a string scalar with an escape": variant(
+        lambda p: p["payload"]["processes"]["parent"].update(scalars={"a.b": "x\ny"})
+    ),
+    "a string scalar not ASCII": variant(
+        lambda p: p["payload"]["processes"]["parent"].update(scalars={"a.b": "\u00e9t\u00e9"})
+    ),
+    "keyed scalars a list": variant(lambda p: p["payload"]["processes"]["parent"].update(keyedScalars={"k": [1]})),
+    "parent a list": variant(lambda p: p["payload"]["processes"].update(parent=[])),
 }
 RAW = {
     # JSON that orjson reads with a repeated key: the first place, the last value
@@ -150,6 +181,20 @@ RAW = {
     "invalid UTF-8 in a name": b'{"payload":{"histograms":{"H\xff":{"bucket_count":3,"histogram_type":1,"sum":1,'
     b'"range":[1,2],"values":{"0":1}}}},',
     "truncated": b'{"payload":{"histograms":{"H":{"bucket_count":3,"histogram_type":1,"sum":1,"range":[1,2],"values":',
+    "repeated payload histograms": b'{"payload":{"histograms":{"H":{"bucket_count":3,"histogram_type":1,"sum":1,'
+    b'"range":[1,2],"values":{"0":1}}},"histograms":{"H":{"bucket_count":3,"histogram_type":1,"sum":2,'
+    b'"range":[1,2],"values":{"1":2}}}},',
+    "repeated processes": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":1}}},"processes":{"parent":'
+    b'{"scalars":{"a.b":2}}}},',
+    "repeated content": b'{"payload":{"processes":{"content":{"scalars":{"a.b":1}},"content":{"scalars":{"a.b":2}}}},',
+    "repeated scalars": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":1},"scalars":{"a.b":2}}}},',
+    "repeated scalar": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":1,"a.b":2}}}},',
+    "a number past a double": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":1e400}}}},',
+    "a number cut short": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":1.}}}},',
+    "a number with a leading zero": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":01}}}},',
+    "a literal misspelled": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":tru}}}},',
+    "a literal run on": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":nullx}}}},',
+    "a string scalar with a control character": b'{"payload":{"processes":{"parent":{"scalars":{"a.b":"x\ty"}}}},',
 }
 REST = orjson.dumps({k: v for k, v in base_ping().items() if k != "payload"})[1:]  # the other fields, then "}"
 
@@ -178,4 +223,93 @@ def test_odd_pings_aggregate_the_same_scanned_or_parsed(name: str, tmp_path: Pat
     (chunk,) = discover([str(path)], [])
     definitions = Definitions(histograms={"H": {"kind": "linear", "low": 1, "high": 2, "n_buckets": 3}})
     assert scanned_path(chunk, definitions) == exact_path(chunk, definitions)
-    assert name not in ("plain", "white space", "18-digit count", "empty containers") or scan(line) is not None
+    assert name not in SCANNED or scan(line, Known(frozenset(), 1000)) is not None
+
+
+# The variants the scanner must take (the others it may leave to the parser)
+SCANNED = {
+    "plain",
+    "white space",
+    "18-digit count",
+    "empty containers",
+    "scalar values of every kind",
+    "scalars in every process",
+    "parent histograms, not the job's",
+}
+
+
+def in_processes(ping: dict, name: str, histogram: dict) -> None:
+    """The histogram `name` in every container the job reads, each process with its own values."""
+    payload = ping["payload"]
+    payload["histograms"][name] = histogram
+    payload["childPayloads"][0]["histograms"][name] = dict(histogram, sum=histogram["sum"] + 1)
+    payload["processes"]["content"]["histograms"][name] = dict(histogram, sum=histogram["sum"] + 2)
+    payload["processes"]["gpu"] = {"histograms": {name: dict(histogram, sum=histogram["sum"] + 3)}}
+
+
+def count_then_plain(ping: dict) -> None:
+    in_processes(ping, "C", {"bucket_count": 3, "histogram_type": 1, "sum": 4, "range": [1, 2], "values": {"1": 4}})
+
+
+def many_labels(ping: dict) -> None:
+    labels = {
+        str(i): {"bucket_count": 3, "histogram_type": 2, "sum": i, "range": [1, 2], "values": {"1": i}}
+        for i in range(5)
+    }
+    ping["payload"]["keyedHistograms"]["K"] = labels
+    ping["payload"]["childPayloads"][0]["keyedHistograms"] = {"K": dict(list(labels.items())[1:])}
+
+
+def scalar_kinds(ping: dict) -> None:
+    ping["payload"]["processes"]["parent"].update(
+        scalars={"a.b": "text", "a.c": True, "a.d": 2.5, "browser.engagement.navigation.x": 1},
+        keyedScalars={"k.s": {"x": False, "y": "no", "z": 3}, "browser.engagement.navigation.y": {"a": 1}},
+    )
+    ping["payload"]["simpleMeasurements"] = {"uptime": "x", "nested": {"a": 1, "b": "y"}, "flag": True}
+
+
+def scalar_kinds_swapped(ping: dict) -> None:
+    ping["payload"]["processes"]["parent"].update(
+        scalars={"a.b": 7, "a.c": "yes", "a.d": -1, "browser.engagement.navigation.x": "s"},
+        keyedScalars={"k.s": {"y": 4}, "browser.engagement.navigation.y": {"a": "b"}},
+    )
+    ping["payload"]["simpleMeasurements"] = {"uptime": 3, "nested": {"b": 2}, "flag": "no"}
+
+
+def in_order(*changes) -> list[bytes]:
+    """One ping per change, each after a plain one: the scanner's caches are warm when the odd ones come."""
+    return [line for change in changes for line in (orjson.dumps(base_ping()), variant(change))]
+
+
+# Sequences of pings whose later pings find metrics cached by earlier ones, in another form
+SEQUENCES = {
+    "a count histogram's name as a plain one, and back": in_order(count_then_plain, lambda p: None, count_then_plain),
+    "a name in every process": in_order(count_then_plain, count_then_plain),
+    "keyed labels past the bound, cached before": in_order(many_labels, many_labels),
+    "keyed scalar labels past the bound, cached before": in_order(
+        *[lambda p: p["payload"]["processes"]["parent"].update(keyedScalars={"k.s": dict.fromkeys("abcde", 1)})] * 2,
+        lambda p: p["payload"]["processes"]["parent"].update(keyedScalars={"k.s": dict.fromkeys("abcde", "s")}),
+    ),
+    "scalars of every kind, then swapped": in_order(
+        scalar_kinds, scalar_kinds_swapped, scalar_kinds, scalar_kinds_swapped
+    ),
+    "an excluded keyed histogram beside a cached one": in_order(
+        lambda p: p["payload"]["keyedHistograms"].update(
+            VIDEO_DETAILED_DROPPED_FRAMES_PROPORTION=p["payload"]["keyedHistograms"]["K"]
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_pings_that_meet_cached_metrics_aggregate_the_same_scanned_or_parsed(name: str, tmp_path: Path):
+    folder = tmp_path / "submission_date=20261101"
+    folder.mkdir()
+    path = folder / "p.ndjson"
+    path.write_bytes(b"\n".join(SEQUENCES[name]) + b"\n")
+    (chunk,) = discover([str(path)], [])
+    definitions = Definitions(
+        histograms={name: {"kind": "linear", "low": 1, "high": 2, "n_buckets": 3} for name in ("H", "C", "K")}
+    )
+    limits = replace(Limits.from_settings(), labels=3)
+    assert scanned_path(chunk, definitions, limits) == exact_path(chunk, definitions, limits)
