@@ -150,13 +150,31 @@ SETTINGS: tuple[Setting, ...] = (
         "API_ANSWER_THREADS",
         "2",
         "Threads that sum and encode large answers off the event loop, so that other requests are answered "
-        "meanwhile: two keep the chart's one CPU busy while numpy, orjson and zlib release the GIL.",
+        "meanwhile, and the large answers handled at once: two keep the chart's one CPU busy while numpy, orjson "
+        "and zlib release the GIL.",
     ),
     Setting(
         "API_OFFLOAD_CELLS",
         "50000",
-        "Answers of at least this many stored bucket counts are summed and encoded on those threads, smaller ones "
-        "inline: 50,000 take about 10 ms, more than the thread hop's cost.",
+        "Answers of more than this many stored bucket counts are large: summed and encoded on those threads, "
+        "smaller ones inline. 50,000 take about 10 ms, more than the thread hop's cost.",
+    ),
+    Setting(
+        "API_ANSWER_BUDGET_CELLS",
+        "10000000",
+        "Stored bucket counts that the large answers being read, summed and sent hold in all (about 20 bytes "
+        "each: their rows, then their sums). A large answer that would pass it waits before its rows are read, "
+        "first come, first served; one larger than the budget waits for all of it. 10 million, the largest answer "
+        "API_MAX_ANSWER_CELLS lets through, keeps the API under the chart's 512 Mi beside the cache; without a "
+        "budget, twenty 60 MB answers at once took 1.8 GiB and every pooled connection.",
+    ),
+    Setting(
+        "API_SEND_TIMEOUT_SECONDS",
+        "30",
+        "A large answer is sent in pieces as it is encoded; a client that takes no piece within this time is "
+        "disconnected, since its answer holds its share of API_ANSWER_BUDGET_CELLS meanwhile. A piece holds about "
+        "65,000 bucket counts (640 KB of JSON for counts of nine digits, less gzipped): 30 s lets through a client "
+        "that reads 20 KB a second.",
     ),
     Setting("API_MAX_AGE", "300", "Cache-Control max-age (seconds) of data responses; ETags revalidate them."),
     Setting("API_LEDGER_POLL_SECONDS", "1", "How often the API looks for a new publish (0: on every request)."),

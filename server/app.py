@@ -98,7 +98,7 @@ def setup_cache(app: web.Application) -> None:
 
 async def offloader(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[OFFLOADER] = Offloader(settings.answer_threads, settings.offload_cells)
+    app[OFFLOADER] = Offloader(settings.answer_threads, settings.offload_cells, settings.answer_budget_cells)
     yield
     app[OFFLOADER].close()
 

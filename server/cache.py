@@ -10,9 +10,10 @@ Each entry is charged its two encodings, its key's text and a fixed overhead; an
 of the bound is served but not kept, so that one answer never empties the cache.
 """
 
-import gzip
 from collections import OrderedDict
 from collections.abc import Hashable
+
+from server.encoding import gzip
 
 GZIP_MIN_BYTES = 1024  # below this gzip saves less than its own header and the CPU is wasted
 ENTRY_OVERHEAD = 512  # bytes: the entry's Python objects (dict slot, Body, key tuple) beyond what is counted
@@ -20,14 +21,14 @@ LARGEST_SHARE = 4  # an entry may take at most 1/4 of the cache
 
 
 class Body:
-    """An answer's JSON bytes and, when worth it, their gzip encoding (made here, once: browsers ask for it)."""
+    """An answer's JSON bytes and, when worth it, their gzip encoding, made once (browsers ask for it): here, or
+    as a streamed answer was sent (server/stream.py)."""
 
     __slots__ = ("gzipped", "raw")
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, gzipped: bytes | None = None) -> None:
         self.raw = raw
-        # Level 1: 3x faster than 6, nearly as small.
-        self.gzipped = gzip.compress(raw, compresslevel=1, mtime=0) if len(raw) >= GZIP_MIN_BYTES else None
+        self.gzipped = gzip(raw) if gzipped is None and len(raw) >= GZIP_MIN_BYTES else gzipped
 
     def __len__(self) -> int:
         return len(self.raw) + len(self.gzipped or b"")
@@ -48,6 +49,10 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def largest(self, key: Hashable) -> int:
+        """The most bytes of encodings an entry under `key` may hold."""
+        return max(0, self.max_bytes // LARGEST_SHARE - charge(key, Body(b"")))
 
     def get(self, key: Hashable) -> Body | None:
         item = self._items.get(key)

@@ -29,6 +29,8 @@ class ServerSettings:
     body_timeout_seconds: float
     answer_threads: int
     offload_cells: int
+    answer_budget_cells: int
+    send_timeout_seconds: float
     max_age: int
     ledger_poll_seconds: float
     force_https: bool
@@ -69,6 +71,8 @@ class ServerSettings:
             body_timeout_seconds=number("API_BODY_TIMEOUT_SECONDS", float, low=0.1),
             answer_threads=number("API_ANSWER_THREADS", low=1),
             offload_cells=number("API_OFFLOAD_CELLS"),
+            answer_budget_cells=number("API_ANSWER_BUDGET_CELLS", low=1),
+            send_timeout_seconds=number("API_SEND_TIMEOUT_SECONDS", float, low=0.1),
             max_age=number("API_MAX_AGE"),
             ledger_poll_seconds=number("API_LEDGER_POLL_SECONDS", float),
             force_https=flag("API_FORCE_HTTPS"),

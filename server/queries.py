@@ -67,12 +67,14 @@ _FILTERS = """
   AND ($10::text[] IS NULL OR os = ANY($10::text[])) AND ($11::text[] IS NULL OR os_version = ANY($11::text[]))"""
 
 
-def bounded(cells: str, bound: str) -> str:
+def bounded(cells: str, bound: str, within: str) -> str:
     """The rows of `cells` and the bucket counts their answer would hold, unless that is more than `bound`: then
     one row of NULLs but for that count and the dates and labels it spans. Sized from the rows' narrow columns and
     one probe of `layouts` per distinct layout, before any histogram is read (a wide one is stored apart, in
     TOAST). The cheap upper bound, rows times the widest layout, is enough for most answers; past the bound the
-    answer's entries (date, label) are counted. No rows at all is one row of NULLs too, with a count of 0."""
+    answer's entries (date, label) are counted. No rows at all is one row of NULLs too, with a count of 0.
+    The rows are withheld too when that upper bound, the bucket counts they hold, is more than `within` (unless
+    NULL): a large answer is read in its turn (server/offload.py), not by every request asking for one at once."""
     return f"""
 WITH found AS MATERIALIZED ({cells}),
 size AS (SELECT count(*) AS rows,
@@ -81,17 +83,19 @@ size AS (SELECT count(*) AS rows,
          FROM found),
 answer AS (SELECT CASE WHEN rows * width <= {bound} THEN rows * width
                        ELSE (SELECT count(*) FROM (SELECT DISTINCT date, label FROM found) AS entries) * width
-                  END AS cells
+                  END AS cells,
+                  rows * width AS stored
            FROM size)
-SELECT f.metric, f.date, f.label, f.layout, array_send(f.histogram) AS histogram, f.sum, f.count, a.cells,
+SELECT f.metric, f.date, f.label, f.layout, array_send(f.histogram) AS histogram, f.sum, f.count, a.cells, a.stored,
        CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT date) FROM found) END AS dates,
        CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT label) FROM found) END AS labels
-FROM answer a LEFT JOIN found f ON a.cells <= {bound}"""
+FROM answer a LEFT JOIN found f ON a.cells <= {bound} AND (a.stored <= {within}::bigint OR {within}::bigint IS NULL)"""
 
 
-ROLLUP = bounded(f"{_CELLS} FROM aggregates_all {_WHERE}", "$8")
+ROLLUP = bounded(f"{_CELLS} FROM aggregates_all {_WHERE}", "$8", "$9")
 FILTERED = {
-    kind: bounded(f"{_CELLS} FROM aggregates {_WHERE} AND {days}{_FILTERS}", "$12") for kind, days in _DAYS.items()
+    kind: bounded(f"{_CELLS} FROM aggregates {_WHERE} AND {days}{_FILTERS}", "$12", "$13")
+    for kind, days in _DAYS.items()
 }
 # Read through the partial index catalog_filters_counts, whose predicate is this condition.
 COUNT_METRICS = "SELECT DISTINCT value FROM catalog_filters WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%'"
@@ -106,6 +110,13 @@ class AnswerTooLarge(Exception):
     dates: int
     labels: int
     bound: int
+
+
+@dataclass
+class LargeAnswer(Exception):
+    """An answer whose rows hold more bucket counts than the reader was asked to read at once: not read."""
+
+    stored: int  # bucket counts its rows hold
 
 
 @dataclass(frozen=True)
@@ -197,8 +208,9 @@ class Reader:
             last = await conn.fetchval(LAST_PUBLISH)
         return [Freshness(*r) for r in rows], last
 
-    async def cells(self, query: MetricQuery, metric: str) -> list[Row]:
-        """The stored cells of `metric` matching the query, from the rollup when no dimension is filtered."""
+    async def cells(self, query: MetricQuery, metric: str, within: int | None = None) -> list[Row]:
+        """The stored cells of `metric` matching the query, from the rollup when no dimension is filtered; raises
+        LargeAnswer, having read no histogram, when they hold more than `within` bucket counts."""
         args = [
             query.kind,
             query.channel,
@@ -214,10 +226,12 @@ class Reader:
             args += [list(given[c]) if c in given else None for c in FILTER_COLUMNS]
         else:
             sql = ROLLUP
-        records = await self._fetch(sql, *args, self.max_answer_cells)
-        cells, dates, labels = records[0][7:]
+        records = await self._fetch(sql, *args, self.max_answer_cells, within)
+        cells, stored, dates, labels = records[0][7:]
         if cells > self.max_answer_cells:
             raise AnswerTooLarge(cells, dates, labels, self.max_answer_cells)
+        if within is not None and stored > within:
+            raise LargeAnswer(stored)
         return [Row(*r[:7]) for r in records if r[0] is not None]
 
     async def layouts(self, ids: set[int]) -> dict[int, Layout]:

@@ -4,21 +4,21 @@ listing routes' answers come from the catalog (server/catalog.py), the others fr
 The ETag is the publish ledger's newest id (any publish or trim changes it), plus whether the caller is
 authenticated (the channel list and /filters/ differ), so a quoted or unquoted `If-None-Match` that a
 browser or a script echoes back gets a 304 until the data changes. A 304 is given only for an answer that
-exists: it is taken from the cache or computed first, so a metric that does not exist gets its 404.
+exists: it is taken from the cache or computed first, so a metric that does not exist gets its 404. A large
+answer is sent in pieces as it is encoded (server/stream.py), and cached if it fits.
 """
 
 import hashlib
 from collections.abc import Awaitable, Callable, Hashable
 
-import orjson
 from aiohttp import hdrs, web
 
 from server.cache import Body
 from server.catalog import Listings
+from server.encoding import JSON, dumps, takes_gzip
 from server.keys import CACHE, CATALOG, LEDGER, METRICS, POLICY_TAG, SETTINGS
 from server.policy import authed
-
-JSON = "application/json"
+from server.stream import Streamed, send
 
 
 def policy_tag(settings) -> str:
@@ -46,18 +46,16 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 def encoded(request: web.Request, body: Body, headers: dict[str, str]) -> web.Response:
     """The JSON body, gzip-encoded when the client accepts it and it is worth it."""
-    if body.gzipped is not None and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, ""):
+    if body.gzipped is not None and takes_gzip(request):
         response = web.Response(body=body.gzipped, headers=headers, content_type=JSON)
         response.headers[hdrs.CONTENT_ENCODING] = "gzip"
         return response
     return web.Response(body=body.raw, headers=headers, content_type=JSON)
 
 
-def dumps(payload: object) -> bytes:
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-async def data_answer(request: web.Request, key: Hashable, compute: Callable[[], Awaitable[object]]) -> web.Response:
+async def data_answer(
+    request: web.Request, key: Hashable, compute: Callable[[], Awaitable[object]]
+) -> web.StreamResponse:
     """Answer from the cache, or from `compute()` (whose JSON is then cached), with validators and max-age."""
     return await _answer(request, key, lambda generation: compute())
 
@@ -74,8 +72,11 @@ async def listing_answer(
     return await _answer(request, key, compute)
 
 
-async def _answer(request: web.Request, key: Hashable, compute: Callable[[int], Awaitable[object]]) -> web.Response:
-    """The cached answer, else `compute(generation)`'s (an answer, or its encoded Body), with the validators."""
+async def _answer(
+    request: web.Request, key: Hashable, compute: Callable[[int], Awaitable[object]]
+) -> web.StreamResponse:
+    """The cached answer, else `compute(generation)`'s (an answer, its encoded Body, or a Streamed one), with the
+    validators."""
     app = request.app
     settings = app[SETTINGS]
     is_authed = await authed(request)
@@ -90,10 +91,19 @@ async def _answer(request: web.Request, key: Hashable, compute: Callable[[int], 
     full_key = (generation, is_authed, key)
     body = cache.get(full_key)
     app[METRICS].cache.labels("hit" if body else "miss").inc()
+    revalidated = etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), etag)
     if body is None:
         answer = await compute(generation)
-        body = answer if isinstance(answer, Body) else Body(dumps(answer))
-        cache.put(full_key, body)
-    if etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):  # only once the answer is known to exist
+        if isinstance(answer, Streamed):
+            if not revalidated:
+                keep, timeout = cache.largest(full_key), settings.send_timeout_seconds
+                response, body = await send(request, answer, headers, keep, timeout)
+                if body is not None:
+                    cache.put(full_key, body)
+                return response
+        else:
+            body = answer if isinstance(answer, Body) else Body(dumps(answer))
+            cache.put(full_key, body)
+    if revalidated:  # only once the answer is known to exist
         return web.Response(status=304, headers=headers)
     return encoded(request, body, headers)

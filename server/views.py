@@ -1,29 +1,25 @@
 """The data routes of the original (channels, dates, filters, metric) and the freshness route; the listings
 (channels, dates, filters) are answered from the catalog (server/catalog.py)."""
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date
 
 from aiohttp import web
 
 from server.cache import Body
+from server.encoding import dumps
 from server.errors import error, not_found
-from server.histograms import (
-    USE_COUNTER,
-    Cell,
-    Layout,
-    Row,
-    dominant_layout,
-    statistics,
-    stored_cells,
-    sum_cells,
-    use_counter,
-)
+from server.histograms import USE_COUNTER, Cell, Layout, Row, dominant_layout, statistics, sum_cells, use_counter
 from server.keys import OFFLOADER, READER
 from server.offload import Offloader
 from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query, yyyymmdd
 from server.policy import allow_metric, authed, require_auth
-from server.queries import COUNT_PREFIX, AnswerTooLarge, Reader
-from server.respond import data_answer, dumps, listing_answer
+from server.queries import COUNT_PREFIX, AnswerTooLarge, LargeAnswer, Reader
+from server.respond import data_answer, listing_answer
+from server.stream import PIECE_CELLS, Streamed, json_pieces
+
+CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first: seen in /metrics only
 
 
 async def channels(request: web.Request) -> web.Response:
@@ -50,16 +46,22 @@ async def filters(request: web.Request) -> web.Response:
     )
 
 
-async def metric(request: web.Request) -> web.Response:
+async def metric(request: web.Request) -> web.StreamResponse:
     kind = kind_of(request.match_info["kind"])
     channel = channel_of(request.match_info["channel"])
     query = metric_query(kind, channel, request.query, request.path)
     await allow_metric(request, channel, query.metric)
     if query.metric.startswith(COUNT_PREFIX):  # count histograms are asked for by their own name
         raise not_found("Cannot find this histogram definition.")
+    reader, offloader, key = request.app[READER], request.app[OFFLOADER], ("metric", query)
     try:
-        app = request.app
-        return await data_answer(request, ("metric", query), lambda: _answer(app[READER], app[OFFLOADER], query))
+        try:
+            return await data_answer(request, key, lambda: _inline(reader, offloader, query))
+        except LargeAnswer as large:
+            async with offloader.budget.hold(large.stored):  # then read, unless the cache has it by then
+                if request.transport is None:  # the client left while it waited: no one to answer
+                    return web.Response(status=CLIENT_GONE)
+                return await data_answer(request, key, lambda: _large(reader, offloader, query))
     except AnswerTooLarge as big:
         raise error(web.HTTPBadRequest, "answer_too_large", too_large(big)) from None
 
@@ -74,18 +76,45 @@ def too_large(big: AnswerTooLarge) -> str:
     )
 
 
-async def _answer(reader: Reader, offloader: Offloader, query: MetricQuery) -> Body:
-    """The original's answer, encoded: its rows read here, then summed and encoded off the event loop when large."""
+@dataclass(frozen=True)
+class Found:
+    """What an answer is made of: its layout, its description and how to sum its rows."""
+
+    layout: Layout
+    description: str
+    summed: Callable[[], dict[tuple[date, str], Cell]]
+
+
+async def _inline(reader: Reader, offloader: Offloader, query: MetricQuery) -> Body:
+    """An answer whose rows hold at most `offloader.inline_cells` bucket counts, summed and encoded on the loop;
+    raises LargeAnswer (from the reader, having read no histogram) for a larger one."""
+    found = await _found(reader, query, within=offloader.inline_cells)
+    return Body(dumps(_head(found) | {"data": list(_entries(query, found.summed(), found.layout))}))
+
+
+async def _large(reader: Reader, offloader: Offloader, query: MetricQuery) -> Body | Streamed:
+    """A large answer: summed on a worker thread, then encoded there, in pieces when it spans several."""
+    found = await _found(reader, query, within=None)
+    cells = await offloader.run(found.summed)
+    width = max((len(cell.histogram) for cell in cells.values()), default=1)
+    entries = _entries(query, cells, found.layout)
+    if len(cells) * width <= PIECE_CELLS:
+        return await offloader.run(lambda: Body(dumps(_head(found) | {"data": list(entries)})))
+    return Streamed(json_pieces(_head(found), "data", entries, max(1, PIECE_CELLS // width)), offloader.run)
+
+
+async def _found(reader: Reader, query: MetricQuery, within: int | None) -> Found:
+    """The original's answer's makings: its rows read here (unless they hold more than `within` bucket counts)."""
     if query.metric.startswith("USE_COUNTER2_"):
-        numerators = await reader.cells(query, query.metric)
+        numerators = await reader.cells(query, query.metric, within)
         scope = "CONTENT" if query.metric.endswith("_DOCUMENT") else "TOP_LEVEL_CONTENT"
-        documents = await reader.cells(query, f"{COUNT_PREFIX}{scope}_DOCUMENTS_DESTROYED")
-        rows, layout = numerators + documents, USE_COUNTER
+        documents = await reader.cells(query, f"{COUNT_PREFIX}{scope}_DOCUMENTS_DESTROYED", within)
+        layout = USE_COUNTER
 
         def summed() -> dict[tuple[date, str], Cell]:
             return _use_counter(numerators, documents, query.dates)
     else:
-        rows = await reader.cells(query, await reader.stored_name(query.metric))
+        rows = await reader.cells(query, await reader.stored_name(query.metric), within)
         if not rows:
             if await reader.known(query.channel, query.version, [query.metric, COUNT_PREFIX + query.metric]):
                 raise not_found("No data found for this metric.")
@@ -99,14 +128,18 @@ async def _answer(reader: Reader, offloader: Offloader, query: MetricQuery) -> B
 
     undescribed = query.metric.startswith(("SIMPLE_MEASURES_", "USE_COUNTER"))  # "" in the original too
     description = "" if undescribed else await reader.description(query.metric)
-    return await offloader.run(stored_cells(rows), lambda: Body(dumps(_payload(query, summed(), layout, description))))
+    return Found(layout, description, summed)
 
 
-def _payload(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: Layout, description: str) -> dict:
-    """Entries in the order of the dates asked for, labels sorted within a date."""
+def _head(found: Found) -> dict:
+    """The answer but its entries, which come last."""
+    return {"buckets": found.layout.buckets(), "kind": found.layout.kind, "description": found.description}
+
+
+def _entries(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: Layout) -> Iterator[dict]:
+    """Entries in the order of the dates asked for, labels sorted within a date; made as they are taken."""
     order = {day: i for i, day in enumerate(query.dates)}
     texts = {day: yyyymmdd(day) for day in query.dates}
-    data = []
     for day, label in sorted(cells, key=lambda key: (order[key[0]], key[1])):
         cell = cells[(day, label)]
         entry = {
@@ -118,8 +151,7 @@ def _payload(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: La
         }
         if query.stats:
             entry |= statistics(cell, layout)
-        data.append(entry)
-    return {"buckets": layout.buckets(), "kind": layout.kind, "description": description, "data": data}
+        yield entry
 
 
 def _use_counter(numerators: list[Row], documents: list[Row], dates: tuple[date, ...]) -> dict[tuple[date, str], Cell]:

@@ -9,7 +9,9 @@ import pytest_asyncio
 
 from aggregator.store import schema
 from aggregator.store.publish import publish_dates
+from server import views
 from server.app import create_app
+from server.cache import GZIP_MIN_BYTES
 from server.params import ALLOWED
 from tests.conftest import KINDS, settings_for, summed
 
@@ -188,6 +190,34 @@ async def test_filtered_metric_matches_the_reference(client, cells, metric, filt
         assert want is not None and len(want["data"]) > 0, (metric, kind)
         assert response.status == 200
         assert_same(await response.json(), want)
+
+
+async def test_large_answers_in_pieces_are_the_inline_bytes(aiohttp_client, database_url, cells, monkeypatch):
+    """Every metric answered as a large answer (API_OFFLOAD_CELLS=0: read within the budget, summed and encoded on
+    a thread, sent in pieces of a few entries) is byte for byte the inline answer checked above, in JSON and in
+    gzip, with statistics or not; its errors are the same too. Pieces of 512 bucket counts: an answer of more
+    than one piece still holds over GZIP_MIN_BYTES of JSON (a count takes two bytes at least)."""
+    monkeypatch.setattr(views, "PIECE_CELLS", GZIP_MIN_BYTES // 2)
+    inline = await aiohttp_client(create_app(settings_for(database_url, offload_cells=10**12, cache_bytes=0)))
+    large = await aiohttp_client(create_app(settings_for(database_url, offload_cells=0, cache_bytes=0)))
+    names = sorted({m.removeprefix("[[COUNT]]_") for kind in KINDS for (c, v, m) in cells[kind] if c == CHANNEL})
+    streamed = 0
+    for kind in KINDS:
+        dates = ",".join(await dates_of(inline, kind))
+        for n, metric in enumerate([*names, "NOT_A_METRIC"]):
+            params = {"version": VERSION, "dates": dates, "metric": metric, "stats": ("false", "true")[n % 2]}
+            encoding = {"Accept-Encoding": ("identity", "gzip")[n // 2 % 2]}
+            path = f"/aggregates_by/{kind}/channels/{CHANNEL}/"
+            want = await inline.get(path, params=params, headers=encoding, auto_decompress=False)
+            got = await large.get(path, params=params, headers=encoding, auto_decompress=False)
+            assert (got.status, await got.read()) == (want.status, await want.read()), (kind, metric)
+            assert got.headers.get("Content-Encoding") == want.headers.get("Content-Encoding"), (kind, metric)
+            streamed += got.headers.get("Transfer-Encoding") == "chunked"
+    assert streamed > 20, streamed
+    path = f"/aggregates_by/{KINDS[0]}/channels/{CHANNEL}/?version={VERSION}&dates={dates}&metric=GC_MS"
+    head = await large.head(path)
+    assert head.status == 200 and await head.read() == b""
+    assert (await large.get(path, headers={"If-None-Match": head.headers["ETag"]})).status == 304
 
 
 async def test_child_synonyms_dates_forms_and_order(client, cells):
