@@ -1,19 +1,24 @@
 """The service under pressure, each case against the real service (`python -m server`, or the app on a socket):
 slow clients over real sockets, the connection limit, a cache-fill attack with the RSS measured, concurrent large
-answers beside a small request, the limit on requests in flight, readiness while Postgres is stopped, and 304
-only for what exists.
+answers beside a small request, clients of large answers that stop reading or leave, the limit on requests in
+flight, readiness while Postgres is stopped, and 304 only for what exists.
 
 The data is generated here: a wide keyed histogram (100 labels of 5,000 buckets on each of two days, so an
 answer for both days holds a million bucket counts, about 4 MB of JSON) and a small histogram, published by the
-store's real path. The figures printed are those docs/reliability.md quotes ("Service under pressure").
+store's real path; for `make reliability`, the same histogram on twelve days with larger counts (59 MB of JSON
+an answer). The figures printed are those docs/reliability.md quotes ("Service under pressure").
 """
 
 import asyncio
 import contextlib
+import gzip
+import hashlib
 import socket
 import statistics
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
@@ -40,9 +45,13 @@ DEFAULT_CACHE_BYTES = int(next(s.default for s in SETTINGS if s.name == "API_CAC
 NIGHTLY = "/aggregates_by/submission_date/channels/nightly/?version=146"
 
 
+def counts(day: int, label: int, high: int) -> np.ndarray:
+    """Counts under `high` that gzip does not flatten, different per day and label."""
+    return np.random.default_rng(day * 1000 + label).integers(0, high, BUCKETS)
+
+
 def wide_counts(day: int, label: int) -> list[int]:
-    """Counts of 0 to 999 that gzip does not flatten, different per day and label."""
-    return np.random.default_rng(day * 1000 + label).integers(0, 1000, BUCKETS).tolist()
+    return counts(day, label, 1000).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -218,23 +227,76 @@ def test_a_cache_fill_attack_stays_under_the_memory_limit(wide, tmp_path):
 
 # ---- large answers beside a small one ---------------------------------------------------------------------------
 
-BIG_ANSWERS = 8  # concurrent, each a million bucket counts (about 4 MB of JSON)
-SMALL_P99_BOUND = 1.0  # seconds: generous for a loaded 2-core machine; inline, the loop stalled for seconds
+BIG_ANSWERS = 20  # concurrent, cache off, each a distinct request
+# Clients asking in loops for the small answer, and for the liveness probe: several, so that the p99 is more than
+# the one or two slowest requests.
+SMALL_CLIENTS = {"answer": 2, "liveness": 1}
+MIN_SAMPLES = 20  # of each; under 100 the p99 is the slowest request, stricter still
+HUGE_P99_BOUND = 0.1  # seconds: the issue's target for the small answer and the liveness probe beside them
+WIDE_P99_BOUND = 0.25  # seconds: under `make test`; see the test's docstring
+HUGE_DAYS = tuple(f"202611{d:02d}" for d in range(1, 13))
+HUGE_HIGH = 10**9  # counts of up to nine digits: 6 million bucket counts are 59 MB of JSON
 
 
-async def big_beside_small(base: str) -> tuple[dict[str, list[float]], list[float]]:
-    """BIG_ANSWERS large answers at once, while one client asks for a small answer in a loop and another for
-    the liveness probe: their latencies, and the large answers' durations."""
+@pytest.fixture(scope="module")
+def huge(scratch_database) -> str:
+    """WIDE on 12 days, counts of up to nine digits: an answer for all of them holds 6 million bucket counts,
+    59 MB of JSON. Besides it the small histogram."""
+    url = scratch_database("ta_pressure_huge")
+
+    async def body(conn: asyncpg.Connection) -> None:
+        await schema.migrate(conn)
+        for d, day in enumerate(HUGE_DAYS):
+            cells = [("WIDE", f"l{i:03d}", WIDE, counts(d, i, HUGE_HIGH).tolist()) for i in range(LABELS)]
+            cells.append(("GC_MS", "", SMALL, [3, 4, 5]))
+            await publish(conn, "submission_date", day, cells, f"huge{d}")
+
+    asyncio.run(on(url, body))
+    return url
+
+
+def expected_answer(days: tuple[str, ...], high: int) -> bytes:
+    """The JSON of WIDE on `days`, made here: every label of every day, one row each (sum 7, count 1)."""
+    data = [
+        {"date": day, "label": f"l{i:03d}", "histogram": counts(d, i, high), "count": 1, "sum": 7}
+        for d, day in enumerate(days)
+        for i in range(LABELS)
+    ]
+    payload = {"buckets": list(range(BUCKETS)), "kind": "linear", "description": "", "data": data}
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@dataclass
+class Pressure:
+    small: dict[str, list[float]]  # the small answer's and the liveness probe's latencies
+    bigs: list[float]  # each large answer's time
+    digests: set[str]  # of the large answers' bodies (gzip)
+    first: bytes  # one of them
+    wall: float  # until the last large answer was read
+    rss: list[int]  # the server's, sampled every 50 ms
+
+
+async def big_beside_small(base: str, pid: int, days: tuple[str, ...]) -> Pressure:
+    """BIG_ANSWERS large answers at once (gzip, as browsers ask), while SMALL_CLIENTS ask for a small answer and
+    for the liveness probe in loops. The large answers are hashed as they arrive, not decompressed: the clients
+    share the machine's two cores with the server and Postgres."""
     small: dict[str, list[float]] = {"answer": [], "liveness": []}
+    samples: list[int] = []
     done = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
 
-        async def big(n: int) -> tuple[float, bytes]:
-            started = time.monotonic()
-            empty_day = f"202501{n + 1:02d}"  # each a distinct answer, never one from the cache
-            async with session.get(base + metric_path("WIDE", *DAYS, empty_day)) as answer:
-                assert answer.status == 200
-                return time.monotonic() - started, await answer.read()  # parsed later: not on this loop now
+        async def big(n: int) -> tuple[float, str, bytes]:
+            started, digest, kept = time.monotonic(), hashlib.sha256(), bytearray()
+            empty_day = f"202501{n + 1:02d}"  # each a distinct answer
+            path = metric_path("WIDE", *days, empty_day)
+            async with session.get(base + path, headers={"Accept-Encoding": "gzip"}) as answer:
+                assert answer.status == 200 and answer.headers["Content-Encoding"] == "gzip"
+                async for chunk in answer.content.iter_chunked(2**20):
+                    digest.update(chunk)
+                    if n == 0:
+                        kept += chunk
+            return time.monotonic() - started, digest.hexdigest(), bytes(kept)
 
         async def small_loop(what: str, path: str, expected: bytes) -> None:
             while not done.is_set():
@@ -245,43 +307,113 @@ async def big_beside_small(base: str) -> tuple[dict[str, list[float]], list[floa
                 small[what].append(time.monotonic() - started)
                 await asyncio.sleep(0.01)
 
-        looping = [
-            asyncio.create_task(small_loop("answer", metric_path("GC_MS", DAYS[0]), b'"histogram":[3,4,5]')),
-            asyncio.create_task(small_loop("liveness", "/__lbheartbeat__", b"")),
+        async def sample() -> None:
+            while not done.is_set():
+                samples.append(rss(pid))
+                await asyncio.sleep(0.05)
+
+        asks = {
+            "answer": (metric_path("GC_MS", DAYS[0]), b'"histogram":[3,4,5]'),
+            "liveness": ("/__lbheartbeat__", b""),
+        }
+        looping = [asyncio.create_task(sample())] + [
+            asyncio.create_task(small_loop(what, *asks[what])) for what, n in SMALL_CLIENTS.items() for _ in range(n)
         ]
         await asyncio.sleep(0.2)
+        started = time.monotonic()
+
         bigs = await asyncio.gather(*(big(n) for n in range(BIG_ANSWERS)))
+        wall = time.monotonic() - started
         done.set()
         await asyncio.gather(*looping)
-    for _, body in bigs:
-        data = orjson.loads(body)["data"]
-        assert len(data) == 2 * LABELS and data[-1]["histogram"] == wide_counts(1, LABELS - 1)
-    return small, [seconds for seconds, _ in bigs]
+    return Pressure(small, [b[0] for b in bigs], {b[1] for b in bigs}, bigs[0][2], wall, samples)
 
 
 def percentile(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-@pytest.mark.parametrize("where", ["threads", "inline"])
-def test_large_answers_do_not_stall_a_small_one(wide, tmp_path, where):
-    """With the default settings the large answers are summed and encoded on threads: the small request's p99
-    stays under SMALL_P99_BOUND. `inline` (API_OFFLOAD_CELLS past any answer) is the figure to compare with."""
-    settings = {"API_CACHE_BYTES": "0"} | ({"API_OFFLOAD_CELLS": "1000000000"} if where == "inline" else {})
-    with served(wide, tmp_path, **settings) as (base, _):
-        small, bigs = asyncio.run(big_beside_small(base))
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wide",
+        pytest.param("huge", marks=pytest.mark.reliability),
+        pytest.param("inline", marks=pytest.mark.reliability),
+    ],
+)
+def test_large_answers_do_not_stall_a_small_one(request, tmp_path, case):
+    """BIG_ANSWERS concurrent large answers, with the default settings but the cache off, beside a small answer
+    and the liveness probe asked in loops; every large answer is the bytes of the whole answer, and the RSS stays
+    under the chart's limit.
+
+    `huge` (`make reliability`) is the issue's case: 6 million bucket counts an answer, 59 MB of JSON, and both
+    p99s under its 100 ms (HUGE_P99_BOUND). `wide` (`make test`) is shorter: 1 million bucket counts an answer,
+    3.9 MB, and both p99s under WIDE_P99_BOUND, 250 ms. On the 2-core development machine its p99s were 6-56 ms
+    quiet and 23-82 ms with two busy processes beside it, while the same answers summed and encoded on the event
+    loop (`inline`: API_OFFLOAD_CELLS past any answer, the original fault) gave 643 ms quiet and 1,406 ms loaded.
+    250 ms is three times the worst of the first and under half the best of the second: CI's noise does not fail
+    the test, and the fault does. `inline` (`make reliability`) asserts the latter."""
+    url = request.getfixturevalue("huge" if case == "huge" else "wide")
+    days, high = (HUGE_DAYS, HUGE_HIGH) if case == "huge" else (DAYS, 1000)
+    settings = {"API_CACHE_BYTES": "0"} | ({"API_OFFLOAD_CELLS": str(10**12)} if case == "inline" else {})
+    with served(url, tmp_path, **settings) as (base, pid):
+        run = asyncio.run(big_beside_small(base, pid, days))
+    expected = expected_answer(days, high)
     figures = "; ".join(
         f"{len(times)} {what} requests, p50 {statistics.median(times) * 1000:.0f} ms, p99 "
         f"{percentile(times, 99) * 1000:.0f} ms, slowest {max(times) * 1000:.0f} ms"
-        for what, times in small.items()
+        for what, times in run.small.items()
     )
     print(
-        f"{where}: {BIG_ANSWERS} concurrent answers of {2 * LABELS * BUCKETS:,} bucket counts in "
-        f"{min(bigs):.2f}-{max(bigs):.2f} s; beside them {figures}"
+        f"{case}: {BIG_ANSWERS} concurrent answers of {len(days) * LABELS * BUCKETS:,} bucket counts "
+        f"({len(expected) / 1e6:.1f} MB of JSON, {len(run.first) / 1e6:.1f} MB gzipped) each, in "
+        f"{min(run.bigs):.1f}-{max(run.bigs):.1f} s, "
+        f"{len(run.bigs) * len(expected) / 1e6 / run.wall:.0f} MB of JSON a second ({run.wall:.1f} s); beside "
+        f"them {figures}; RSS {run.rss[0] / 2**20:.0f} MiB at rest, peak {max(run.rss) / 2**20:.0f} MiB"
     )
-    assert all(len(times) >= 5 for times in small.values())
-    if where == "threads":
-        assert all(percentile(times, 99) < SMALL_P99_BOUND for times in small.values())
+    assert len(run.digests) == 1 and gzip.decompress(run.first) == expected
+    assert all(len(times) >= MIN_SAMPLES for times in run.small.values())
+    p99 = max(percentile(times, 99) for times in run.small.values())
+    if case == "inline":
+        assert p99 > WIDE_P99_BOUND, figures
+        return
+    assert p99 < (HUGE_P99_BOUND if case == "huge" else WIDE_P99_BOUND), figures
+    assert max(run.rss) < CHART_MEMORY, f"RSS peaked at {max(run.rss) / 2**20:.0f} MiB"
+
+
+# ---- clients of large answers that stop reading or leave ---------------------------------------------------------
+
+
+def test_a_client_that_stops_reading_passes_its_turn_on(wide, tmp_path):
+    """Large answers one at a time (API_ANSWER_BUDGET_CELLS=1): a client that takes none of its answer is
+    disconnected after API_SEND_TIMEOUT_SECONDS, one that left while its answer waited is not answered (499 in
+    /metrics), and the answer queued behind them is sent whole, once the stalled client is disconnected: no
+    sooner than API_SEND_TIMEOUT_SECONDS after it asked."""
+    settings = {"API_SEND_TIMEOUT_SECONDS": "1", "API_ANSWER_BUDGET_CELLS": "1", "API_CACHE_BYTES": "0"}
+    request = "GET {} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n"
+    with served(wide, tmp_path, **settings) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server must wait
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(request.format(metric_path("WIDE", *DAYS)).encode())
+        asked = time.monotonic()
+        time.sleep(0.5)
+        with connect(port) as quitter:
+            quitter.sendall(request.format(metric_path("WIDE", *DAYS, "20250101")).encode())
+            time.sleep(0.5)  # the server has it waiting for its turn
+        with urllib.request.urlopen(base + metric_path("WIDE", *DAYS, "20250102"), timeout=30) as answer:
+            body = answer.read()
+        answered = time.monotonic() - asked
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+            exposition = answer.read().decode()
+        with stalled:
+            closed = closed_within(stalled, 5)
+    assert body == expected_answer(DAYS, 1000)
+    assert closed is not None, "the client that stopped reading is still connected"
+    assert 1 < answered < 15, f"the queued answer came {answered:.1f} s after the stalled client asked"
+    gone = [line for line in exposition.splitlines() if line.startswith("api_request_duration_seconds_count")]
+    assert any('status="499"' in line and line.endswith(" 1.0") for line in gone), gone
 
 
 # ---- the limit on requests in flight ----------------------------------------------------------------------------
