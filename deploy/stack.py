@@ -39,6 +39,8 @@ import asyncpg
 from dask_tls import environment as dask_tls
 from dask_tls import make as make_certificates
 
+from aggregator.job import worker_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PR_SET_PDEATHSIG = 1
@@ -214,7 +216,8 @@ def stack(args: argparse.Namespace, workdir: Path) -> Iterator[None]:
         for n in (1, 2):
             worker = [dask, "worker", "--scheduler-file", str(scheduler_file), "--name", f"worker-{n}"]
             worker += ["--nworkers", "1", "--nthreads", str(args.threads), "--memory-limit", args.memory_limit]
-            processes.start(f"worker-{n}", [*worker, *local], env | dask_tls(workdir / "tls", "worker"), workdir)
+            worker_env = env | worker_environment() | dask_tls(workdir / "tls", "worker")
+            processes.start(f"worker-{n}", [*worker, *local], worker_env, workdir)
         run_once("migrate", [aggregator, "db", "init"], writer, workdir, logs, timeout=60)
         port = args.api_port or free_port()
         base = f"http://127.0.0.1:{port}"

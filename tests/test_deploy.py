@@ -29,6 +29,7 @@ from cryptography import x509
 from distributed.security import Security
 
 from aggregator.cli import parser
+from aggregator.job import WORKER_MALLOC, worker_environment
 from aggregator.settings import SETTINGS
 from server.app import create_app
 from server.config import ServerSettings
@@ -233,6 +234,7 @@ def test_compose_topology():
         assert "/health" in services[name]["healthcheck"]["test"][-1]
     worker = parse_dask(services["worker"]["command"])
     assert worker["scheduler"] == "tls://scheduler:8786"
+    assert_worker_malloc(services["worker"]["environment"])
     assert worker["dashboard_address"].lstrip(":") in services["worker"]["healthcheck"]["test"][-1]
 
 
@@ -387,6 +389,16 @@ def test_scheduler_and_workers(default_objects, everything_objects):
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
         assert worker["spec"]["replicas"] == (2 if objects is default_objects else 4)
+        assert_worker_malloc({name: e.get("value") for name, e in env.items()})
+
+
+def assert_worker_malloc(env: dict[str, str]) -> None:
+    """A deployment's workers get the job's WORKER_MALLOC through the variable distributed reads (a literal,
+    merged into its defaults)."""
+    ((name, _),) = worker_environment().items()
+    assert dask.config.collect_env({name: env[name]}) == {
+        "distributed": {"nanny": {"pre_spawn_environ": WORKER_MALLOC}}
+    }
 
 
 def fake_aggregator(tmp_path: Path) -> Path:
