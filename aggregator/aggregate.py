@@ -10,11 +10,15 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aggregator.layouts import Layout
 from aggregator.stats import RunStats
+
+if TYPE_CHECKING:
+    from aggregator.clients import ClientSamples
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 _SAFE_TOTAL = 2.0**62  # below this, int64 addition of non-negative values cannot overflow
@@ -73,6 +77,11 @@ class Aggregate:
     histogram: np.ndarray  # int64 (N,)
     stats: RunStats = field(default_factory=RunStats)
     undefined: frozenset[str] = frozenset()  # metric names without a definition (aggregator/bounds.py bounds them)
+    # client-level weighting (aggregator/clients.py), once a reduction's cells have it: distinct clients per row and
+    # the sum over clients of each client's normalised histogram, bucket by bucket
+    clients: np.ndarray | None = None  # int64 (R,)
+    client_histogram: np.ndarray | None = None  # float64 (N,)
+    samples: "ClientSamples | None" = None  # a partition's per-client samples, on their way to the client reductions
 
     def __len__(self) -> int:
         return len(self.row_dimension)
@@ -92,7 +101,7 @@ class Aggregate:
             yield self.dimensions[d], name, label, process, layout, counts, total, count
 
 
-def _sort_key(metric: Metric) -> tuple:
+def metric_order(metric: Metric) -> tuple:
     name, label, process, layout = metric
     return name, label, process, layout.kind, layout.bounds, layout.names or ()
 
@@ -121,12 +130,13 @@ def rebuild(
         mapped_dims.update(new_dims[d] for d in set(part.row_dimension[rows].tolist()))
         used_metrics.update(part.metrics[m] for m in set(part.row_metric[rows].tolist()))
     dimensions = sorted(mapped_dims)
-    metrics = sorted(used_metrics, key=_sort_key)
+    metrics = sorted(used_metrics, key=metric_order)
     dim_rank = {d: i for i, d in enumerate(dimensions)}
     metric_rank = {m: i for i, m in enumerate(metrics)}
     width = max(len(metrics), 1)
 
-    keys, sizes, histograms, sums, counts = [], [], [], [], []
+    weighted = all(part.clients is not None for part in parts)
+    keys, sizes, histograms, sums, counts, clients, client_histograms = [], [], [], [], [], [], []
     for part, (new_dims, rows) in zip(parts, selections, strict=True):
         if not rows.any():
             continue
@@ -135,14 +145,24 @@ def rebuild(
         row_sizes = np.diff(part.row_offset)
         keys.append(dim_map[part.row_dimension[rows]] * width + metric_map[part.row_metric[rows]])
         sizes.append(row_sizes[rows])
-        histograms.append(part.histogram if rows.all() else part.histogram[np.repeat(rows, row_sizes)])
+        entries = slice(None) if rows.all() else np.repeat(rows, row_sizes)
+        histograms.append(part.histogram[entries])
         sums.append(part.sums[rows])
         counts.append(part.counts[rows])
+        if weighted:
+            clients.append(part.clients[rows])
+            client_histograms.append(part.client_histogram[entries])
     if not keys:
         return Aggregate.empty(columns, stats)
     merged, overflow = _collapse(*(np.concatenate(a) for a in (keys, sizes, histograms, sums, counts)))
     stats.overflow += overflow
-    unique_keys, row_offset, histogram, row_sums, row_counts = merged
+    unique_keys, row_offset, histogram, row_sums, row_counts, group, targets = merged
+    row_clients = new_client_histogram = None
+    if weighted:
+        row_clients = np.zeros(len(unique_keys), dtype=np.int64)
+        np.add.at(row_clients, group, np.concatenate(clients))  # distinct clients: far below int64's range
+        new_client_histogram = np.zeros(len(histogram), dtype=np.float64)
+        np.add.at(new_client_histogram, targets, np.concatenate(client_histograms))
     return Aggregate(
         columns,
         dimensions,
@@ -155,13 +175,16 @@ def rebuild(
         histogram,
         stats,
         frozenset().union(*(part.undefined for part in parts)),
+        row_clients,
+        new_client_histogram,
     )
 
 
 def _collapse(
     keys: np.ndarray, sizes: np.ndarray, histogram: np.ndarray, sums: np.ndarray, counts: np.ndarray
 ) -> tuple[tuple[np.ndarray, ...], int]:
-    """Sum the rows that share a key (their sizes agree: same metric, same layout); rows come out sorted."""
+    """Sum the rows that share a key (their sizes agree: same metric, same layout); rows come out sorted. Also
+    returns where each old row and each old bucket went, for the arrays that go with them."""
     unique_keys, group = np.unique(keys, return_inverse=True)
     new_sizes = np.zeros(len(unique_keys), dtype=np.int64)
     new_sizes[group] = sizes
@@ -177,7 +200,7 @@ def _collapse(
     overflow = saturating_add_at(new_histogram, targets, histogram)
     overflow += saturating_add_at(new_sums, group, sums)
     overflow += saturating_add_at(new_counts, group, counts)
-    return (unique_keys, new_offset, new_histogram, new_sums, new_counts), overflow
+    return (unique_keys, new_offset, new_histogram, new_sums, new_counts, group, targets), overflow
 
 
 def merge(parts: Iterable[Aggregate]) -> Aggregate:
@@ -190,10 +213,12 @@ def drop_build_id(dimensions: tuple[str, ...]) -> tuple[str, ...]:
     return dimensions[:3] + dimensions[4:]
 
 
-def shard_of(dimensions: tuple[str, ...], shards: int) -> int:
-    """The reduction a build-id dimension set belongs to: a stable hash (the same in every process, unlike
-    `hash`) of its submission-date dimensions, so that a shard's submission-date aggregates are whole."""
-    return zlib.crc32("\0".join(drop_build_id(dimensions)).encode()) % shards
+def shard_of(dimensions: tuple[str, ...], shards: int, columns: tuple[str, ...] = BUILD_ID_COLUMNS) -> int:
+    """The reduction a dimension set belongs to: a stable hash (the same in every process, unlike `hash`) of its
+    submission-date dimensions, so that a shard's submission-date aggregates are whole."""
+    if columns == BUILD_ID_COLUMNS:
+        dimensions = drop_build_id(dimensions)
+    return zlib.crc32("\0".join(dimensions).encode()) % shards
 
 
 def group_of(dimensions: tuple[str, ...]) -> tuple[str, str, str]:
@@ -213,6 +238,8 @@ def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggr
     sizes = np.diff(aggregate.row_offset)
     offsets = np.zeros(int(np.count_nonzero(rows)) + 1, dtype=np.int64)
     np.cumsum(sizes[rows], out=offsets[1:])
+    entries = np.repeat(rows, sizes)
+    weighted = aggregate.clients is not None
     return Aggregate(
         aggregate.columns,
         aggregate.dimensions,
@@ -222,9 +249,11 @@ def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggr
         offsets,
         aggregate.sums[rows],
         aggregate.counts[rows],
-        aggregate.histogram[np.repeat(rows, sizes)],
+        aggregate.histogram[entries],
         stats,
         aggregate.undefined,
+        aggregate.clients[rows] if weighted else None,
+        aggregate.client_histogram[entries] if weighted else None,
     )
 
 
@@ -232,7 +261,7 @@ def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
     """The aggregate's cells dealt into `shards` disjoint aggregates: by `shard_of` their dimensions, or by
     `group_shard` for metrics without a definition (rows selected as they are: merging sorts them); the run's
     counters go with the first, so that summing the shards' counters counts each file once."""
-    dimension_shard = np.array([shard_of(d, shards) for d in aggregate.dimensions], dtype=np.int64)
+    dimension_shard = np.array([shard_of(d, shards, aggregate.columns) for d in aggregate.dimensions], dtype=np.int64)
     row_shard = dimension_shard[aggregate.row_dimension]
     if aggregate.undefined and len(aggregate):
         undefined = np.array([m[0] in aggregate.undefined for m in aggregate.metrics], dtype=bool)[aggregate.row_metric]

@@ -116,6 +116,11 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--include-fennec", action="store_true", help="aggregate Fennec pings too")
     run.add_argument(
+        "--no-clients",
+        action="store_true",
+        help="per-ping aggregates only, without the client-level weighting (docs/semantics.md)",
+    )
+    run.add_argument(
         "--max-bad-fraction",
         type=_fraction,
         default=0.05,
@@ -221,6 +226,7 @@ def _run(args: argparse.Namespace) -> int:
         scalar_definitions=args.scalar_definitions,
         channels=args.channels,
         include_fennec=args.include_fennec,
+        clients=not args.no_clients,
         max_bad_fraction=args.max_bad_fraction,
         skip_unreadable=args.skip_unreadable,
         scheduler=args.scheduler,

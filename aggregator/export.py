@@ -3,11 +3,14 @@
     OUTPUT/aggregation=pings/kind=build_id/submission_date=20261101/part-0.parquet
     OUTPUT/aggregation=pings/kind=submission_date/submission_date=20261101/part-0.parquet
 
+    OUTPUT/aggregation=clients/kind=build_id/submission_date=20261101/part-0.parquet
+    OUTPUT/aggregation=clients/kind=submission_date/submission_date=20261101/part-0.parquet
+
 One row per cell (dimension set, metric, label, process), read from the snapshot with the publish step's own
 reader (`snapshot.read_run`), one (kind, date) at a time and written in row groups of a bounded number of bucket
 counts, so that memory follows one day's aggregates, never the snapshot's. `aggregation=pings` holds the
-original's per-ping aggregates; client-level ones are to sit beside them as `aggregation=clients`. Columns and
-why they are shaped so: docs/job.md.
+original's per-ping aggregates, `aggregation=clients` the client-level ones (when the run has them), in one
+schema. Columns and why they are shaped so: docs/job.md.
 """
 
 import json
@@ -24,12 +27,13 @@ from aggregator import __version__
 from aggregator.aggregate import Aggregate
 from aggregator.snapshot import KINDS, list_dates, read_run, store_exists
 
-AGGREGATION = "pings"  # the per-ping aggregates; `clients` is kept for client-level ones
+AGGREGATIONS = ("pings", "clients")  # the per-ping weighting, the client-level one (docs/semantics.md)
 FORMATS = ("parquet",)
 PART = "part-0.parquet"
 ROW_GROUP_BUCKETS = 1 << 21  # bucket counts per row group: 16 MiB of counts and as much of bounds, in memory
 COMPRESSION = "zstd"  # read by DuckDB, pandas (pyarrow) and Spark 3.2 on; less than half the size of snappy here
 DIMENSIONS = ("channel", "version", "build_id", "application", "architecture", "os", "os_version")
+_WEIGHTED = ("counts", "sum", "count", "clients", "client_counts")  # the columns of one weighting or the other
 _INTEGERS = ("version", "build_id")  # digits only (docs/semantics.md): numbers, as the partition key is read
 
 
@@ -47,6 +51,7 @@ class Written:
 
     kind: str
     date: str
+    aggregation: str
     path: str
     rows: int
     row_groups: int
@@ -54,8 +59,8 @@ class Written:
 
     def line(self) -> str:
         return (
-            f"{self.kind} {self.date}: {self.rows} rows in {self.row_groups} row group{'s' * (self.row_groups != 1)}, "
-            f"{self.size / 2**20:.1f} MiB: {self.path}"
+            f"{self.kind} {self.date} {self.aggregation}: {self.rows} rows in {self.row_groups} "
+            f"row group{'s' * (self.row_groups != 1)}, {self.size / 2**20:.1f} MiB: {self.path}"
         )
 
 
@@ -71,7 +76,7 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
     return pa, pq
 
 
-def partition(kind: str, date: str, aggregation: str = AGGREGATION) -> str:
+def partition(kind: str, date: str, aggregation: str) -> str:
     """A partition's folder under the dataset's root."""
     return f"aggregation={aggregation}/kind={kind}/submission_date={date}"
 
@@ -103,13 +108,18 @@ def export(snapshot: str, dates: list[str], output: str, say: Callable[[str], No
     for date in dates:
         for kind in KINDS:
             aggregate, attrs = read_run(snapshot, kind, date)
-            folder = f"{root.rstrip('/')}/{partition(kind, date)}"
-            try:
-                written.append(_write(pa, pq, fs, folder, aggregate, attrs))
-            except OSError as error:
-                raise ExportFailed(f"cannot write {kind} {date} under {output}: {error}") from error
+            for aggregation in AGGREGATIONS:
+                folder = f"{root.rstrip('/')}/{partition(kind, date, aggregation)}"
+                try:
+                    if aggregation == "clients" and aggregate.clients is None:  # a run without them
+                        if fs.exists(folder):
+                            fs.rm(folder, recursive=True)
+                        continue
+                    written.append(_write(pa, pq, fs, folder, aggregate, attrs, aggregation))
+                except OSError as error:
+                    raise ExportFailed(f"cannot write {kind} {date} under {output}: {error}") from error
+                say(written[-1].line())
             del aggregate  # one (kind, date) in memory at a time
-            say(written[-1].line())
     return written
 
 
@@ -126,25 +136,29 @@ def schema(pa: ModuleType, metadata: dict[str, str] | None = None) -> Any:
         pa.field("layout_kind", text, False),
         pa.field("buckets", counts, False),
         pa.field("bucket_names", pa.list_(text)),
-        pa.field("counts", counts, False),
-        pa.field("sum", integer, False),
-        pa.field("count", integer, False),
+        pa.field("counts", counts),  # the per-ping weighting: null in aggregation=clients
+        pa.field("sum", integer),
+        pa.field("count", integer),
+        pa.field("clients", integer),  # both: distinct clients (null for a run without the client-level weighting)
+        pa.field("client_counts", pa.list_(pa.float64())),  # the client-level weighting: null in aggregation=pings
     ]
     return pa.schema(fields, metadata=metadata)
 
 
-def _write(pa: ModuleType, pq: ModuleType, fs: Any, folder: str, aggregate: Aggregate, attrs: dict) -> Written:
+def _write(
+    pa: ModuleType, pq: ModuleType, fs: Any, folder: str, aggregate: Aggregate, attrs: dict, aggregation: str
+) -> Written:
     """One partition: written beside its final name, then moved there, so that a reader never meets half a file;
     what else the folder held (an earlier export's file) is removed after."""
     provenance = {key: attrs.get(key) for key in ("kind", "submission_date", "run_id", "digest")}
-    provenance |= {"aggregation": AGGREGATION, "aggregator_version": __version__}
+    provenance |= {"aggregation": aggregation, "aggregator_version": __version__}
     columns = schema(pa, {"telemetry-aggregates": json.dumps(provenance)})
     fs.makedirs(folder, exist_ok=True)
     final, staged = f"{folder}/{PART}", f"{folder}/.{PART}.writing"
     groups = 0
     try:
         with fs.open(staged, "wb") as target, pq.ParquetWriter(target, columns, compression=COMPRESSION) as writer:
-            for batch in _batches(pa, aggregate, columns):
+            for batch in _batches(pa, aggregate, columns, aggregation):
                 writer.write_batch(batch, row_group_size=batch.num_rows)
                 groups += 1
         fs.mv(staged, final)
@@ -156,10 +170,10 @@ def _write(pa: ModuleType, pq: ModuleType, fs: Any, folder: str, aggregate: Aggr
         if child.rstrip("/").rsplit("/", 1)[-1] != PART:
             fs.rm(child, recursive=True)
     path = final if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(final)
-    return Written(attrs["kind"], attrs["submission_date"], path, len(aggregate), groups, fs.size(final))
+    return Written(attrs["kind"], attrs["submission_date"], aggregation, path, len(aggregate), groups, fs.size(final))
 
 
-def _batches(pa: ModuleType, aggregate: Aggregate, columns: Any) -> Iterator[Any]:
+def _batches(pa: ModuleType, aggregate: Aggregate, columns: Any, aggregation: str) -> Iterator[Any]:
     """The aggregate's rows in order, as record batches of at most ROW_GROUP_BUCKETS bucket counts (at least a
     row each). The small tables (dimension sets, metrics, layouts) are made Arrow arrays once and taken per row."""
     dimensions = {
@@ -184,16 +198,19 @@ def _batches(pa: ModuleType, aggregate: Aggregate, columns: Any) -> Iterator[Any
         rows_dimension = pa.array(aggregate.row_dimension[start:stop])
         rows_metric = pa.array(aggregate.row_metric[start:stop])
         first, last = int(offsets[start]), int(offsets[stop])
-        counts = pa.ListArray.from_arrays(
-            pa.array((offsets[start : stop + 1] - first).astype(np.int32)), pa.array(aggregate.histogram[first:last])
-        )
+        starts = pa.array((offsets[start : stop + 1] - first).astype(np.int32))
         arrays = {name: column.take(rows_dimension) for name, column in dimensions.items()}
         arrays |= {name: column.take(rows_metric) for name, column in metric_columns.items()}
-        arrays |= {
-            "counts": counts,
-            "sum": pa.array(aggregate.sums[start:stop]),
-            "count": pa.array(aggregate.counts[start:stop]),
-        }
+        arrays |= {name: pa.nulls(stop - start, columns.field(name).type) for name in _WEIGHTED}
+        if aggregate.clients is not None:
+            arrays["clients"] = pa.array(aggregate.clients[start:stop])
+        if aggregation == "pings":
+            arrays["counts"] = pa.ListArray.from_arrays(starts, pa.array(aggregate.histogram[first:last]))
+            arrays["sum"] = pa.array(aggregate.sums[start:stop])
+            arrays["count"] = pa.array(aggregate.counts[start:stop])
+        else:
+            shares = pa.array(aggregate.client_histogram[first:last])
+            arrays["client_counts"] = pa.ListArray.from_arrays(starts, shares)
         yield pa.RecordBatch.from_arrays([arrays[name] for name in columns.names], schema=columns)
         start = stop
 

@@ -17,6 +17,7 @@ import numpy as np
 from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
 from aggregator.bounds import Limits, utf8_length
 from aggregator.buckets import scalar_buckets
+from aggregator.clients import ClientSamples, client_hashes
 from aggregator.layouts import (
     COUNT_LAYOUT,
     MAX_BOUND,
@@ -65,6 +66,7 @@ class Options:
     channels: frozenset[str] | None = None  # None: every aggregated channel
     include_fennec: bool = False
     limits: Limits = field(default_factory=Limits.from_settings)
+    clients: bool = True  # keep per-client samples for the client-level weighting (aggregator/clients.py)
 
 
 def _is_digits(text: str, length: int | None = None) -> bool:
@@ -188,6 +190,8 @@ class Accumulator:
         self._widest = 0
         self.undefined: set[str] = set()  # names of metrics without a definition
         self._fast: dict[tuple[str, str], dict] = {}  # (process, family) -> {key in the ping: code}, simple measures
+        self._client_ids: dict[str, int] = {}  # usable clientId -> its index in this partition
+        self._client_samples: list[tuple[np.ndarray, ...]] = []  # per flush: ClientSamples' arrays, rows not resolved
         # rows: the cells (dimension set, metric); codes (dimension << 32 | metric) kept sorted for lookups
         self._codes = np.zeros(0, dtype=np.int64)
         self._code_rows = np.zeros(0, dtype=np.int64)
@@ -332,9 +336,19 @@ class Accumulator:
         self._p_values.append(len(self._s_metrics) - values_before)
         self._p_known.append(len(known))
         self._p_known_values.append(len(known_values))
+        if self.options.clients:
+            self._p_clients.append(self._client(ping.get("clientId")))
         if len(self._p_dimensions) >= _FLUSH_PINGS:
             self.flush()
         return dimensions
+
+    def _client(self, client_id: object) -> int:
+        """The ping's client in this partition, or -1 (counted) when its clientId is not a non-empty string of at
+        most `JOB_MAX_VALUE_BYTES`: such a ping counts in the per-ping aggregates only."""
+        if type(client_id) is str and client_id and utf8_length(client_id) <= self.limits.value_bytes:
+            return self._client_ids.setdefault(client_id, len(self._client_ids))
+        self.dropped["unusable_client_id"] += 1
+        return -1
 
     def _known_histograms(self, scanned: Scanned | None) -> np.ndarray:
         """The rows of the scanned histograms whose metric the scanner found in `known`, kept as arrays until
@@ -616,6 +630,7 @@ class Accumulator:
         # scanned histograms of known metrics: their rows per ping, and the buckets of those pings, one after another
         self._p_known: list[int] = []
         self._p_known_values: list[int] = []
+        self._p_clients: list[int] = []
         self._v_rows: list[np.ndarray] = []  # scanned scalars of known metrics: their entries per ping
         self._f_rows: list[np.ndarray] = []
         self._f_bases: list[int] = []  # where the rows' entries start in the buckets
@@ -684,12 +699,44 @@ class Accumulator:
         clamped += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
         # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
         s_numbers = np.concatenate([np.asarray(self._s_values, dtype=np.float64), known_values[:, VALUE]])
-        positions = offsets[s_rows] + self._scalar_columns(row_layouts[s_rows], s_numbers)
-        clamped += saturating_add_at(self.histogram, positions, np.ones(len(s_rows), dtype=np.int64))
+        s_columns = self._scalar_columns(row_layouts[s_rows], s_numbers)
+        clamped += saturating_add_at(self.histogram, offsets[s_rows] + s_columns, np.ones(len(s_rows), dtype=np.int64))
         clamped += saturating_add_at(self.sums, s_rows, s_sums)
         clamped += saturating_add_at(self.counts, s_rows, np.ones(len(s_rows), dtype=np.int64))
         self.overflow += clamped
+        if self.options.clients:
+            self._keep_client_samples(per_ping, rows, sizes, found, columns, values, s_columns)
         self._clear_pending()
+
+    def _keep_client_samples(
+        self,
+        per_ping: tuple[list[int], ...],
+        rows: np.ndarray,
+        sizes: np.ndarray,
+        found: np.ndarray,
+        columns: np.ndarray,
+        values: np.ndarray,
+        s_columns: np.ndarray,
+    ) -> None:
+        """The flushed samples again, per client: (client, row, entries) per histogram or value of a ping with a
+        usable clientId, and its non-zero (column, count) entries; a value is one entry of count 1."""
+        ping_clients = np.asarray(self._p_clients, dtype=np.int64)
+        clients = np.concatenate([np.repeat(ping_clients, np.asarray(n, dtype=np.int64)) for n in per_ping])
+        histograms = len(sizes)
+        entry_sample = np.repeat(np.arange(histograms), sizes)
+        kept = found & (values > 0)
+        kept &= clients[:histograms][entry_sample] >= 0
+        entry_counts = np.bincount(entry_sample[kept], minlength=histograms)
+        usable = clients >= 0
+        self._client_samples.append(
+            (
+                clients[usable],
+                rows[usable],
+                np.concatenate([entry_counts, np.ones(len(rows) - histograms, dtype=np.int64)])[usable],
+                np.concatenate([columns[kept], s_columns[usable[histograms:]]]),
+                np.concatenate([values[kept], np.ones(int(np.count_nonzero(usable[histograms:])), dtype=np.int64)]),
+            )
+        )
 
     def _known_entries(self, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The bucket keys and counts of the known scanned histograms, in order, and how many each has: taken
@@ -786,10 +833,12 @@ class Accumulator:
         stats.dropped.update(self.dropped)
         stats.overflow += self.overflow
         rows = len(self.row_dimension)
+        dimensions = sorted(self.dimensions, key=self.dimensions.__getitem__)
+        metrics = [(name, label, process, self.layouts[layout]) for name, label, process, layout in self.metrics]
         return Aggregate(
             BUILD_ID_COLUMNS,
-            sorted(self.dimensions, key=self.dimensions.__getitem__),
-            [(name, label, process, self.layouts[layout]) for name, label, process, layout in self.metrics],
+            dimensions,
+            metrics,
             self.row_dimension.astype(np.int32),
             self.row_metric.astype(np.int32),
             self.row_offset.copy(),
@@ -797,6 +846,23 @@ class Accumulator:
             self.counts[:rows].copy(),
             self.histogram[: self.row_offset[-1]].copy(),
             stats,
+            frozenset(self.undefined),
+            samples=self._samples(dimensions, metrics) if self.options.clients else None,
+        )
+
+    def _samples(self, dimensions: list[tuple[str, ...]], metrics: list) -> ClientSamples:
+        """The partition's samples per client (kept at each flush), with their rows resolved to cells."""
+        kept = list(zip(*self._client_samples, strict=True)) or [[np.zeros(0, np.int64)]] * 5
+        client, row, size, column, value = (np.concatenate(a) for a in kept)
+        return ClientSamples(
+            dimensions,
+            metrics,
+            client_hashes(list(self._client_ids))[client],
+            self.row_dimension[row].astype(np.int32),
+            self.row_metric[row].astype(np.int32),
+            size,
+            column.astype(np.int32),
+            value,
             frozenset(self.undefined),
         )
 

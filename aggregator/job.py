@@ -5,12 +5,15 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
 import dask
 import dask.bag as db
+from dask.bag.core import Item
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 from distributed import Client, LocalCluster, performance_report, progress
 from distributed.scheduler import KilledWorker
 from distributed.utils import silence_logging_cmgr
@@ -22,7 +25,16 @@ from aggregator.inputs import DEFAULT_BLOCKSIZE, Chunk, discover
 from aggregator.layouts import Definitions
 from aggregator.snapshot import KINDS, commit_run, discard_run, finish_run, location, new_run_id, prepare, store_exists
 from aggregator.stats import RunStats
-from aggregator.tasks import Staged, aggregate_chunk, stage_reduction
+from aggregator.tasks import (
+    Staged,
+    aggregate_chunk,
+    client_bucket,
+    deal_clients,
+    merge_levels,
+    split_levels,
+    stage_reduction,
+    without_samples,
+)
 
 SHARD_BYTES = 32 * 2**20
 # glibc's thresholds for a worker process, in place of distributed's MALLOC_TRIM_THRESHOLD_ of 64 KiB. Setting
@@ -74,6 +86,7 @@ class JobConfig:
     performance_report: str | None = None
     progress: bool = True
     limits: Limits = field(default_factory=Limits.from_settings)
+    clients: bool = True  # the client-level weighting beside the per-ping one (aggregator/clients.py)
 
 
 @dataclass
@@ -279,6 +292,7 @@ def _aggregate_and_stage(
         channels=frozenset(config.channels) if config.channels else None,
         include_fennec=config.include_fennec,
         limits=config.limits,
+        clients=config.clients,
     )
     shards = config.shards or shard_count(chunks)
     combine = partial(merge_bounded, undefined_metrics=config.limits.undefined_metrics)
@@ -297,6 +311,8 @@ def _aggregate_and_stage(
                 aggregate_chunk, dask.delayed(definitions, pure=True), options
             )
             readers[_token(aggregates.name)] = group
+            clients = client_cells(aggregates, shards) if config.clients else None
+            aggregates = aggregates.map(without_samples)
             if shards > 1:
                 aggregates = aggregates.map(split, shards)
             for s in range(shards):
@@ -304,9 +320,15 @@ def _aggregate_and_stage(
                 total = cells.reduction(combine, combine, split_every=config.split_every)
                 readers[_token(total.key)] = group  # its first tasks may be fused with the reading ones
                 part = f"{'folder' if date else 'files'}-{s:03d}"
-                # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses each
-                # shard's chain and so reads and aggregates every chunk once per shard
-                stages[date, s] = total.apply(partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part))
+                stage = partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part)
+                if clients is not None:
+                    of_shard = clients.pluck(s) if shards > 1 else clients
+                    weighted = of_shard.reduction(merge_levels, merge_levels, split_every=config.split_every)
+                    stages[date, s] = joined(stage_reduction.__name__, stage, total, weighted)
+                else:
+                    # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses
+                    # each shard's chain and so reads and aggregates every chunk once per shard
+                    stages[date, s] = total.apply(stage)
         futures = client.compute(list(stages.values()))
         if config.progress:
             progress(futures)
@@ -315,6 +337,26 @@ def _aggregate_and_stage(
             return dict(zip(stages, client.gather(futures), strict=True))
         except KilledWorker as error:
             raise JobFailed(worker_lost(error, readers)) from error
+
+
+def client_cells(aggregates: db.Bag, buckets: int) -> db.Bag:
+    """The client-level cells of a bag of partition aggregates: their samples dealt by client into `buckets`
+    (a shuffle: bucket b gathers part b of every partition), each bucket weighted on its own, and its cells
+    dealt into the `buckets` shards of the per-ping reductions (a list per bucket, when there are several)."""
+    dealt = aggregates.map(deal_clients, buckets)
+    name = f"{client_bucket.__name__}-{tokenize(dealt, buckets)}"
+    partitions = [(dealt.name, p) for p in range(dealt.npartitions)]
+    graph = {(name, b): (client_bucket, partitions, b) for b in range(buckets)}
+    levels = db.Bag(HighLevelGraph.from_collections(name, graph, dependencies=[dealt]), name, buckets)
+    return levels.map(split_levels, buckets) if buckets > 1 else levels
+
+
+def joined(prefix: str, function: Callable, *items: Item) -> Item:
+    """An Item of `function(*values of items)`, named `prefix`-token: a task of its own, so the items' graphs are
+    optimised together with the rest of the run's (each chunk read once), not each alone as a delayed call would."""
+    name = f"{prefix}-{tokenize(function, *items)}"
+    graph = HighLevelGraph.from_collections(name, {name: (function, *(i.key for i in items))}, dependencies=items)
+    return Item(graph, name)
 
 
 def _token(name: str) -> str:

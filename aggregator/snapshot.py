@@ -23,8 +23,8 @@ from aggregator.layouts import Layout
 from aggregator.stats import RunStats
 
 FORMAT = "telemetry-aggregates-snapshot"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: a run held its arrays itself, as one part
+FORMAT_VERSION = 3  # 3: parts may hold the client-level arrays
+READABLE_VERSIONS = (1, 2, 3)  # version 1: a run held its arrays itself, as one part; 3 added client-level arrays
 KINDS = ("build_id", "submission_date")
 _CHUNK = 1 << 20
 
@@ -44,10 +44,11 @@ def _strings(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=object) if values else np.zeros(0, dtype=str)
 
 
-def _repeats_filled(aggregate: Aggregate) -> np.ndarray:
-    """The histogram with the count of a bound that repeats in its layout (docs/semantics.md) under each of its
-    columns: the job counts a bucket key in the first, and the original completed a histogram by re-indexing
-    its counts onto the bounds, which puts a bound's count at every position of it."""
+def _repeats_filled(aggregate: Aggregate, histogram: np.ndarray) -> np.ndarray:
+    """`histogram` (the aggregate's, or its client-level one) with the count of a bound that repeats in its layout
+    (docs/semantics.md) under each of its columns: the job counts a bucket key in the first, and the original
+    completed a histogram by re-indexing its counts onto the bounds, which puts a bound's count at every position
+    of it."""
     fills = {}
     for layout in {m[3] for m in aggregate.metrics}:
         first: dict[int, int] = {}
@@ -55,14 +56,14 @@ def _repeats_filled(aggregate: Aggregate) -> np.ndarray:
         if len(first) < len(source):
             fills[layout] = source
     if not fills:
-        return aggregate.histogram
+        return histogram
     fill_of = {layout: i for i, layout in enumerate(fills)}
     row_fill = np.array([fill_of.get(m[3], -1) for m in aggregate.metrics], dtype=np.int64)[aggregate.row_metric]
     index = np.arange(len(aggregate.histogram))
     for i, source in enumerate(fills.values()):
         starts = aggregate.row_offset[:-1][row_fill == i][:, None]
         index[(starts + np.arange(len(source))).ravel()] = (starts + source).ravel()
-    return aggregate.histogram[index]
+    return histogram[index]
 
 
 def _arrays(aggregate: Aggregate) -> dict[str, np.ndarray]:
@@ -89,8 +90,11 @@ def _arrays(aggregate: Aggregate) -> dict[str, np.ndarray]:
         "rows/sum": aggregate.sums,
         "rows/count": aggregate.counts,
         "rows/offset": aggregate.row_offset,
-        "histogram": _repeats_filled(aggregate),
+        "histogram": _repeats_filled(aggregate, aggregate.histogram),
     }
+    if aggregate.clients is not None:
+        arrays["clients/count"] = aggregate.clients
+        arrays["clients/histogram"] = _repeats_filled(aggregate, aggregate.client_histogram)
     return arrays
 
 
@@ -272,6 +276,8 @@ def _read_part(group: zarr.Group, kind: str) -> Aggregate:
         read("rows/count"),
         read("histogram"),
         RunStats(),
+        clients=read("clients/count") if "clients" in group else None,
+        client_histogram=read("clients/histogram") if "clients" in group else None,
     )
 
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from aggregator.aggregate import Aggregate, by_submission_date, one_day
+from aggregator.aggregate import Aggregate, by_submission_date, merge, one_day, split
+from aggregator.clients import ClientSamples, client_level, split_clients, with_clients
 from aggregator.extract import FILTER_REASONS, Accumulator, Options
 from aggregator.inputs import UNREADABLE, Chunk, Lines
 from aggregator.layouts import Definitions
@@ -80,17 +81,52 @@ class Staged:
     names: dict[str, set[str]] = field(default_factory=dict)
 
 
-def stage_reduction(total: Aggregate, snapshot: str, run_id: str, part: str) -> Staged:
+Levels = tuple[Aggregate, Aggregate]  # client-level cells, build-id and submission-date kinds (aggregator/clients.py)
+
+
+def without_samples(aggregate: Aggregate) -> Aggregate:
+    """A partition's aggregate without its per-client samples: what the per-ping reductions take."""
+    return replace(aggregate, samples=None)
+
+
+def deal_clients(aggregate: Aggregate, buckets: int) -> list[ClientSamples | None]:
+    """A partition's per-client samples, dealt into the client-level reductions (none from an unreadable file)."""
+    return [None] * buckets if aggregate.samples is None else split_clients(aggregate.samples, buckets)
+
+
+def client_bucket(partitions: list[list[list[ClientSamples | None]]], bucket: int) -> list[Levels]:
+    """One client-level reduction: bucket `bucket` of every partition's dealt samples, weighted (a bag
+    partition: a list of one)."""
+    return [client_level([dealt[bucket] for partition in partitions for dealt in partition])]
+
+
+def split_levels(levels: Levels, shards: int) -> list[Levels]:
+    """Client-level cells dealt into the shards of the per-ping reductions, as `split` deals those."""
+    return list(zip(*(split(level, shards) for level in levels), strict=True))
+
+
+def merge_levels(parts) -> Levels:
+    """The client-level reductions' combine step: each kind's cells summed."""
+    parts = list(parts)
+    return merge([p[0] for p in parts]), merge([p[1] for p in parts])
+
+
+def stage_reduction(
+    total: Aggregate, clients: Levels | None = None, *, snapshot: str, run_id: str, part: str
+) -> Staged:
     """Stage the cells of one reduction, both kinds, as part `part` of the run of each submission date it holds
-    (one, unless it reduced files from outside the submission_date folders). Nothing is visible until the job
-    finishes and commits the runs."""
+    (one, unless it reduced files from outside the submission_date folders), with their client-level arrays
+    when `clients` has them. Nothing is visible until the job finishes and commits the runs."""
     staged = Staged(replace(total.stats))
     for date in sorted({d[0] for d in total.dimensions}):
         build_id = one_day([total], date)
         staged.stats.overflow += build_id.stats.overflow - total.stats.overflow
+        submission_date = by_submission_date(build_id)
+        if clients is not None:
+            build_id, submission_date = with_clients(build_id, clients[0]), with_clients(submission_date, clients[1])
         staged.parts[date] = {
             kind: (part, stage_part(snapshot, kind, date, run_id, part, aggregate), len(aggregate))
-            for kind, aggregate in (("build_id", build_id), ("submission_date", by_submission_date(build_id)))
+            for kind, aggregate in (("build_id", build_id), ("submission_date", submission_date))
         }
         staged.names[date] = {m[0] for m in build_id.metrics}
     return staged

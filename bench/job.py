@@ -57,6 +57,11 @@ PHASES = {
     "pluck": "split",
     "merge": "reduction",
     "stage_reduction": "rollup and staging",
+    "without_samples": "split",
+    "deal_clients": "client level",
+    "client_bucket": "client level",
+    "split_levels": "client level",
+    "merge_levels": "client level",
 }
 EXTRACTION = "extraction"
 DASK_OWN = {"from_sequence", "finalize", "Definitions"}
@@ -129,11 +134,12 @@ def floor(files: list[str]) -> int:
     return pings
 
 
-def aggregate(files: list[str], definitions: Definitions) -> int:
-    """What one worker does for these files: read, parse, extract, accumulate, finish."""
+def aggregate(files: list[str], definitions: Definitions, clients: bool = True) -> int:
+    """What one worker does for these files: read, parse, extract, accumulate (with or without the samples of the
+    client-level weighting), finish."""
     pings = 0
     for chunk in discover(files, []):
-        pings += aggregate_chunk(chunk, definitions, Options()).stats.total("pings")
+        pings += aggregate_chunk(chunk, definitions, Options(clients=clients)).stats.total("pings")
     return pings
 
 
@@ -184,13 +190,13 @@ def command_env(**extra: str) -> dict[str, str]:
     }
 
 
-def command_run(corpus, snapshot: Path, env: dict[str, str]) -> Timeline:
+def command_run(corpus, snapshot: Path, env: dict[str, str], *options: str) -> Timeline:
     """`aggregator run` on one worker process into a fresh snapshot, the whole process tree pinned to CORE."""
     shutil.rmtree(snapshot, ignore_errors=True)
     dates = [arg for date in corpus.dates for arg in ("--date", date)]
     command = ["taskset", "-c", str(CORE), str(AGGREGATOR), "run", "--input", corpus.output, *dates]
     command += ["--snapshot", str(snapshot), "--workers", "1", "--no-publish", "--no-progress"]
-    command += ["--definitions", corpus.histograms_definitions]
+    command += ["--definitions", corpus.histograms_definitions, *options]
     with tempfile.TemporaryDirectory() as tmp:
         log, cpu_log, errors = Path(tmp, "tasks.json"), Path(tmp, "cpu.json"), Path(tmp, "stderr")
         with errors.open("w") as stderr:
@@ -218,7 +224,9 @@ def phase_of(prefix: str) -> str:
     """A task's phase, from the job's functions its key prefix names (a fused task's names them all); a name
     that extends one of them (`merge_bounded`) is taken as a variant of it."""
     words = prefix.split("-")
-    phases = dict.fromkeys(p for w in words for name, p in PHASES.items() if w == name or w.startswith(f"{name}_"))
+    phases = dict.fromkeys(  # a function of its own name first: `merge_levels` is not a variant of `merge`
+        PHASES.get(w, p) for w in words for name, p in PHASES.items() if w == name or w.startswith(f"{name}_")
+    )
     if phases:
         return " + ".join(phases)
     return SCHEDULING if DASK_OWN.intersection(words) else "other"
@@ -357,11 +365,13 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     with pinned(CORE):
-        floor_run, job_run, whole, phased = best_of(
+        floor_run, job_run, pings_job_run, whole, pings_whole, phased = best_of(
             args.repeat,
             stopwatch(lambda: floor(corpus.files)),
             stopwatch(lambda: aggregate(corpus.files, definitions)),
+            stopwatch(lambda: aggregate(corpus.files, definitions, clients=False)),
             lambda: command_run(corpus, workdir / "snapshot-run", command_env()),
+            lambda: command_run(corpus, workdir / "snapshot-run", command_env(), "--no-clients"),
             lambda: command_run(corpus, workdir / "snapshot-run", command_env(DASK_BAG_OPTIMIZE="False")),
         )
     runs = {n: end_to_end(corpus, n, workdir / f"snapshot-{n}") for n in (1, 2)}
@@ -393,8 +403,13 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
         single_core("floor: gunzip + `orjson.loads` of every line", floor_run),
         single_core("extraction + aggregation in one process (`aggregate_chunk` over every file)", job_run),
+        single_core("the same, per-ping weighting only (`Options(clients=False)`)", pings_job_run),
         single_core("`aggregator run --workers 1 --no-publish`, the whole run: what a user meets", whole),
+        single_core("the same with `--no-clients`: per-ping weighting only", pings_whole),
         single_core("the same with `DASK_BAG_OPTIMIZE=False`, each function its own task (the phase run)", phased),
+        "",
+        f"The client-level weighting adds {whole.seconds / pings_whole.seconds - 1:.0%} to the whole run "
+        f"({whole.cpu / pings_whole.cpu - 1:.0%} in CPU time).",
         "",
         "Where the time of the two runs went, each in its fastest round. Start-up, the cluster's work and the "
         "commit of each run come from the times of its tasks in Dask's task log and of its process; the cluster's "

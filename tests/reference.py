@@ -144,6 +144,10 @@ class Reference:
 
     build_id: dict[tuple, Cell] = field(default_factory=dict)
     submission_date: dict[tuple, Cell] = field(default_factory=dict)
+    # client-level weighting, same keys: (distinct clients, the sum over them of each one's normalised counts)
+    build_id_clients: dict[tuple, tuple[int, tuple[float, ...]]] = field(default_factory=dict)
+    submission_date_clients: dict[tuple, tuple[int, tuple[float, ...]]] = field(default_factory=dict)
+    unusable_client_ids: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
     filtered: Counter[str] = field(default_factory=Counter)
     aggregated: int = 0
@@ -648,6 +652,7 @@ def reference_aggregate(
     definitions.update(BUILTIN_DEFINITIONS)
     result = Reference()
     build_id_states: dict[tuple, Acc] = {}
+    client_states: dict[tuple, Acc] = {}  # keyed (clientId, *build-id key)
 
     for line in lines:
         if not line.strip(JSON_WHITESPACE):
@@ -665,8 +670,13 @@ def reference_aggregate(
             continue
         assert dimensions is not None
         result.aggregated += 1
+        client = ping.get("clientId")
+        usable = isinstance(client, str) and client != "" and len(client.encode("utf-8", "surrogatepass")) <= 1000
+        result.unusable_client_ids += not usable
         for (metric, label, process, layout), acc in _aggregate_ping(ping["payload"], definitions).items():
             _merge_into(build_id_states, (*dimensions, metric, label, process, layout), acc)
+            if usable:
+                _merge_into(client_states, (client, *dimensions, metric, label, process, layout), acc)
 
     submission_date_states: dict[tuple, Acc] = {}
     for key, acc in build_id_states.items():
@@ -674,4 +684,30 @@ def reference_aggregate(
 
     result.build_id = {key: _complete(key[-1], acc) for key, acc in build_id_states.items()}
     result.submission_date = {key: _complete(key[-1], acc) for key, acc in submission_date_states.items()}
+
+    # client level: each client's counts of a cell (summed over its pings) normalised to sum 1, then summed
+    client_date_states: dict[tuple, Acc] = {}
+    for key, acc in client_states.items():
+        _merge_into(client_date_states, key[:4] + key[5:], acc)  # without build_id (key[0] is the client)
+    result.build_id_clients = _client_level(client_states)
+    result.submission_date_clients = _client_level(client_date_states)
     return result
+
+
+def _client_level(states: dict[tuple, Acc]) -> dict[tuple, tuple[int, tuple[float, ...]]]:
+    """Per cell (the key without its client): how many clients have it, and the sum of their normalised counts.
+    A client's total is its counts at bucket bounds, each once; a client whose counts are all zero (or all off
+    the layout) counts as a client and adds nothing."""
+    clients: dict[tuple, int] = {}
+    shares: dict[tuple, list[list[float]]] = {}
+    for key, acc in states.items():
+        cell, (_, bounds) = key[1:], key[-1]
+        bound_set = set(bounds)
+        total = sum(value for k, value in acc["histogram"].items() if int(k) in bound_set)
+        counts = _complete(key[-1], {"histogram": acc["histogram"], "sum": 0, "count": 0})[2]
+        clients[cell] = clients.get(cell, 0) + 1
+        columns = shares.setdefault(cell, [[] for _ in bounds])
+        if total:
+            for column, count in enumerate(counts):
+                columns[column].append(count / total)
+    return {cell: (clients[cell], tuple(math.fsum(c) for c in shares[cell])) for cell in clients}

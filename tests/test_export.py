@@ -19,6 +19,7 @@ from aggregator.snapshot import read_run
 from server.app import create_app
 from tests.conftest import settings_for
 from tests.test_cli import aggregator, one_error
+from tests.test_job import assert_clients_match, reference
 from tests.test_repeated_bounds import BOUNDS, DATE, expected_histogram, served_snapshot  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +55,8 @@ def scan(dataset: Path) -> str:
 def test_the_dataset_is_one_file_per_kind_and_date(dataset, corpus):
     files = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file())
     assert files == sorted(
-        f"aggregation=pings/kind={kind}/submission_date={date}/part-0.parquet"
+        f"aggregation={aggregation}/kind={kind}/submission_date={date}/part-0.parquet"
+        for aggregation in ("pings", "clients")
         for kind in KINDS
         for date in corpus.dates
     )
@@ -70,7 +72,7 @@ def test_every_cell_is_the_references(dataset, cells):
     bucket lists as bytes (hashing and comparing lists of Python ints took seconds)."""
     table = duckdb.sql(
         f"SELECT kind, coalesce(build_id, submission_date)::VARCHAR, version::VARCHAR, {KEY}, {CELL} "
-        f"FROM {scan(dataset)}"
+        f"FROM {scan(dataset)} WHERE aggregation = 'pings'"
     ).to_arrow_table()  # through Arrow: a fifth of the time of fetchall's Python lists
     lists = {}
     for name in ("buckets", "counts"):
@@ -105,7 +107,7 @@ def test_every_row_is_the_snapshots_in_its_order(dataset, snapshot, corpus):
     for kind in KINDS:
         for date in corpus.dates:
             aggregate, attrs = read_run(snapshot, kind, date)
-            path = dataset / export.partition(kind, date) / export.PART
+            path = dataset / export.partition(kind, date, "pings") / export.PART
             rows = pq.read_table(path).to_pylist()
             assert len(rows) == len(aggregate)
             for row, (dims, metric, label, process, layout, counts, total, count) in zip(
@@ -121,6 +123,42 @@ def test_every_row_is_the_snapshots_in_its_order(dataset, snapshot, corpus):
             assert f'"run_id": "{attrs["run_id"]}"' in pq.read_schema(path).metadata[b"telemetry-aggregates"].decode()
 
 
+def test_client_level_rows_are_the_references(dataset, corpus):
+    """aggregation=clients, read with DuckDB, against the reference's client-level cells (tests/reference.py):
+    the cells with clients, their distinct clients and their client-level sums."""
+    expected = reference(corpus.output, True)
+    rows = duckdb.sql(
+        f"SELECT kind, submission_date::VARCHAR, channel, version::VARCHAR, build_id::VARCHAR, application, "
+        f"architecture, os, os_version, metric, label, process, layout_kind, buckets, clients, client_counts, counts "
+        f"FROM {scan(dataset)} WHERE aggregation = 'clients' AND clients > 0"
+    ).fetchall()
+    found: dict[str, dict] = {kind: {} for kind in KINDS}
+    for (
+        kind,
+        day,
+        channel,
+        version,
+        build_id,
+        *dims,
+        metric,
+        label,
+        process,
+        layout_kind,
+        buckets,
+        clients,
+        sums,
+        counts,
+    ) in rows:
+        assert counts is None  # the per-ping columns are aggregation=pings'
+        kind_name = "exponential" if metric.startswith("[[COUNT]]") and layout_kind == "count" else layout_kind
+        build = (build_id,) if kind == "build_id" else ()
+        key = (day, channel, version, *build, *dims, metric, label, process, (kind_name, tuple(buckets)))
+        found[kind][key] = (clients, sums)
+    for kind in KINDS:
+        want = {k: v for date in corpus.dates for k, v in getattr(expected[date], f"{kind}_clients").items()}
+        assert_clients_match(found[kind], want, f"export {kind}")
+
+
 def per_day(dataset: Path, kind: str, metric: str) -> list[dict]:
     """The API's `data` for CHANNEL and VERSION, from the dataset: every other dimension summed."""
     day = "build_id" if kind == "build_id" else "submission_date"
@@ -129,7 +167,8 @@ def per_day(dataset: Path, kind: str, metric: str) -> list[dict]:
             FROM (
                 SELECT {day}, label, i, sum(counts[i]) AS n, sum(sum) AS total, sum(count) AS histograms
                 FROM (SELECT *, generate_subscripts(counts, 1) AS i FROM {scan(dataset)}
-                      WHERE kind = $kind AND channel = $channel AND version = $version AND metric = $metric)
+                      WHERE aggregation = 'pings' AND kind = $kind AND channel = $channel
+                        AND version = $version AND metric = $metric)
                 GROUP BY ALL)
             GROUP BY ALL ORDER BY ALL""",
         {"kind": kind, "channel": CHANNEL, "version": VERSION, "metric": metric},
@@ -183,7 +222,10 @@ async def test_the_documented_query_gives_the_apis_answer(dataset, database_url,
 
 def test_repeated_bounds_are_kept_as_the_snapshot_stores_them(served_snapshot, tmp_path):  # noqa: F811
     write(served_snapshot, [DATE], tmp_path / "dataset")
-    rows = duckdb.sql(f"SELECT kind, layout_kind, buckets, counts, sum, count FROM {scan(tmp_path / 'dataset')}")
+    rows = duckdb.sql(
+        f"SELECT kind, layout_kind, buckets, counts, sum, count FROM {scan(tmp_path / 'dataset')}"
+        " WHERE aggregation = 'pings'"
+    )
     assert sorted(rows.fetchall()) == [
         (kind, "linear", BOUNDS, expected_histogram(), 57, 2) for kind in ("build_id", "submission_date")
     ]
@@ -192,7 +234,7 @@ def test_repeated_bounds_are_kept_as_the_snapshot_stores_them(served_snapshot, t
 def test_an_export_again_replaces_the_date_in_row_groups(dataset, snapshot, corpus, tmp_path, monkeypatch):
     output = tmp_path / "again"
     write(snapshot, corpus.dates[:1], output)
-    folder = output / export.partition("build_id", corpus.dates[0])
+    folder = output / export.partition("build_id", corpus.dates[0], "pings")
     (folder / "part-1.parquet").write_bytes((folder / "part-0.parquet").read_bytes())  # an earlier export's
     monkeypatch.setattr(export, "ROW_GROUP_BUCKETS", 50_000)
     write(snapshot, corpus.dates[:1], output)
@@ -205,7 +247,7 @@ def test_an_export_again_replaces_the_date_in_row_groups(dataset, snapshot, corp
     first_day = f"SELECT * FROM {scan(dataset)} WHERE submission_date = {corpus.dates[0]}"
     assert duckdb.sql(f"SELECT * FROM {scan(output)} EXCEPT ALL {first_day}").fetchall() == []
     assert duckdb.sql(f"SELECT count(*) FROM {scan(output)}").fetchall() == [
-        (sum(len(read_run(snapshot, kind, corpus.dates[0])[0]) for kind in KINDS),)
+        (2 * sum(len(read_run(snapshot, kind, corpus.dates[0])[0]) for kind in KINDS),)  # both weightings
     ]
 
 

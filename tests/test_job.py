@@ -52,6 +52,31 @@ def job_cells(snapshot: str, kind: str, date: str) -> dict[tuple, tuple]:
     return cells
 
 
+def job_client_cells(snapshot: str, kind: str, date: str) -> dict[tuple, tuple[int, list[float]]]:
+    """The snapshot's client-level cells, keyed as `job_cells`: (distinct clients, client-level histogram), for
+    the cells with clients."""
+    aggregate, _ = read_run(snapshot, kind, date)
+    keys = list(job_cells(snapshot, kind, date))  # the same order: aggregate.cells() walks the rows
+    offsets = aggregate.row_offset.tolist()
+    return {
+        key: (clients, aggregate.client_histogram[offsets[r] : offsets[r + 1]].tolist())
+        for r, (key, clients) in enumerate(zip(keys, aggregate.clients.tolist(), strict=True))
+        if clients
+    }
+
+
+def assert_clients_match(got: dict[tuple, tuple], want: dict[tuple, tuple], what: str) -> None:
+    """Client-level cells equal: the same cells and clients, sums within the job's fixed-point rounding (2**-33
+    of a client per client and bucket)."""
+    assert got.keys() == want.keys(), f"{what}: client-level cells differ"
+    wrong = [
+        k
+        for k, (clients, sums) in want.items()
+        if got[k][0] != clients or any(abs(a - b) > 1e-9 * clients for a, b in zip(got[k][1], sums, strict=True))
+    ]
+    assert not wrong, f"{what}: {len(wrong)} client-level cells differ, e.g. {wrong[0]}"
+
+
 def assert_matches_reference(snapshot: str, expected: dict[str, Reference]) -> None:
     assert list_dates(snapshot) == [(k, d) for k in ("build_id", "submission_date") for d in sorted(expected)]
     for date, ref in expected.items():
@@ -61,6 +86,8 @@ def assert_matches_reference(snapshot: str, expected: dict[str, Reference]) -> N
             wrong = [k for k in want if got[k] != want[k]]
             assert not wrong, f"{kind} {date}: {len(wrong)} cells differ, e.g. {wrong[0]}"
             assert len(want) > 100
+            want_clients = getattr(ref, f"{kind}_clients")
+            assert_clients_match(job_client_cells(snapshot, kind, date), want_clients, f"{kind} {date}")
 
 
 def assert_counts_match(summary, expected: dict[str, Reference]) -> None:

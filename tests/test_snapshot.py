@@ -55,7 +55,7 @@ def test_round_trip_keeps_every_cell(tmp_path: Path):
     write_run(url, "build_id", "20261101", sample(), {"note": "x"})
     aggregate, attrs = read_run(url, "build_id", "20261101")
     assert as_dict(aggregate) == as_dict(sample())
-    assert attrs["note"] == "x" and attrs["rows"] == 3 and attrs["format_version"] == 2
+    assert attrs["note"] == "x" and attrs["rows"] == 3 and attrs["format_version"] == 3
     assert list_dates(url) == [("build_id", "20261101")]
 
 

@@ -36,7 +36,7 @@ from aggregator.store.publish import publish_dates, publish_run
 from aggregator.store.publish import rebuild as rebuild_store
 from aggregator.store.trim import trim
 from tests.publisher import Publisher
-from tests.test_job import assert_matches_reference, config, reference
+from tests.test_job import assert_clients_match, assert_matches_reference, config, reference
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 KINDS = schema.KINDS
@@ -133,23 +133,33 @@ def stored_cells(dsn: str, kind: str, date_text: str) -> dict[tuple, tuple]:
             tuple(r["histogram"]),
             r["sum"],
             r["count"],
+            r["clients"],
+            tuple(r["client_histogram"]),
         )
         for r in rows
     }
 
 
 def snapshot_cells(snapshot: str, kind: str, date_text: str) -> dict[tuple, tuple]:
+    """The run's cells: per-ping histogram, sum and count, then distinct clients and client-level histogram."""
     aggregate, _ = read_run(snapshot, kind, date_text)
+    offsets = aggregate.row_offset.tolist()
     return {
-        (*dims, metric, label, process, layout.kind, layout.bounds): (tuple(counts), total, count)
-        for dims, metric, label, process, layout, counts, total, count in aggregate.cells()
+        (*dims, metric, label, process, layout.kind, layout.bounds): (
+            tuple(counts),
+            total,
+            count,
+            int(aggregate.clients[r]),
+            tuple(aggregate.client_histogram[offsets[r] : offsets[r + 1]].tolist()),
+        )
+        for r, (dims, metric, label, process, layout, counts, total, count) in enumerate(aggregate.cells())
     }
 
 
 def _summed(cells: dict[tuple, tuple], key) -> dict[tuple, tuple]:
     """Cells summed by `key(cell key)`: bucket by bucket, sum and count (no overflow in these corpora)."""
     out: dict[tuple, list] = {}
-    for k, (counts, total, count) in cells.items():
+    for k, (counts, total, count, *_) in cells.items():
         acc = out.setdefault(key(k), [np.zeros(len(counts), dtype=object), 0, 0])
         acc[0] += np.array(counts, dtype=object)
         acc[1] += total
@@ -167,6 +177,18 @@ def reference_rollup(corpus, kind: str, date_text: str) -> dict[tuple, tuple]:
     )
 
 
+def reference_client_rollup(corpus, kind: str, date_text: str) -> dict[tuple, tuple]:
+    """The reference's client-level cells with the filter dimensions summed away: (clients, sums)."""
+    cells = getattr(reference(corpus.output, True)[date_text], f"{kind}_clients")
+    kept = 4 if kind == "build_id" else 3
+    out: dict[tuple, list] = {}
+    for k, (clients, sums) in cells.items():
+        acc = out.setdefault((*k[:kept], *k[kept + 4 : -1], k[-1][1]), [0, np.zeros(len(sums))])
+        acc[0] += clients
+        acc[1] += sums
+    return {k: (clients, tuple(sums.tolist())) for k, (clients, sums) in out.items()}
+
+
 def stored_rollup(dsn: str, kind: str, date_text: str) -> dict[tuple, tuple]:
     rows = fetch(
         dsn,
@@ -180,6 +202,8 @@ def stored_rollup(dsn: str, kind: str, date_text: str) -> dict[tuple, tuple]:
             tuple(r["histogram"]),
             r["sum"],
             r["count"],
+            r["clients"],
+            tuple(r["client_histogram"]),
         )
         for r in rows
     }
@@ -261,7 +285,7 @@ def test_migration_2_keeps_the_rollup_rows_of_a_version_1_store():
 
     with temporary_database(migrated=False) as dsn:
         run(call(dsn, version_1_store))
-        assert run(call(dsn, schema.migrate)) == [2, 3]
+        assert run(call(dsn, schema.migrate)) == [2, 3, 4]
         stored = fetch(
             dsn,
             """SELECT submission_date, channel, version, date, metric, label, process, histogram, sum, count
@@ -295,7 +319,7 @@ def test_migration_3_lists_the_filter_values_of_a_version_2_store(monkeypatch, c
         run(call(dsn, version_2_store))
         monkeypatch.setenv("DATABASE_URL", dsn)
         assert main(["db", "init"]) == 0
-        assert "applied [3]" in capsys.readouterr().out
+        assert "applied [3, 4]" in capsys.readouterr().out
         listed = fetch(dsn, 'SELECT channel, version, filter, "values" FROM catalog_lists ORDER BY 1, 2, 3')
         assert [tuple(r) for r in listed] == [
             ("beta", 145, "metric", ["GC_MS"]),
@@ -310,7 +334,10 @@ def test_published_sums_equal_the_reference(published, snapshot, corpus):
         for kind in KINDS:
             stored = stored_cells(published, kind, date_text)  # ... and the store is the snapshot
             assert stored == snapshot_cells(snapshot, kind, date_text), f"{kind} {date_text}"
-            assert stored_rollup(published, kind, date_text) == reference_rollup(corpus, kind, date_text)
+            rollup = stored_rollup(published, kind, date_text)
+            assert {k: v[:3] for k, v in rollup.items()} == reference_rollup(corpus, kind, date_text)
+            clients = {k: (v[3], v[4]) for k, v in rollup.items() if v[3]}
+            assert_clients_match(clients, reference_client_rollup(corpus, kind, date_text), f"rollup {kind}")
     assert (
         sorted(r["relname"] for r in fetch(published, "SELECT relname FROM pg_class WHERE relname LIKE 'stage%'")) == []
     )

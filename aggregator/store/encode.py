@@ -30,6 +30,7 @@ _FILTERS = ("application", "architecture", "os", "os_version")  # what the rollu
 _CELLS = ("metric", "label", "process", "layout", "sum", "count", "histogram")
 LEAF_COLUMNS = ("kind", "submission_date", "channel", "version", "date", *_FILTERS, *_CELLS)
 ROLLUP_COLUMNS = ("kind", "submission_date", "channel", "version", "date", *_CELLS)
+CLIENT_COLUMNS = ("clients", "client_histogram")  # written when the run has the client-level weighting
 _TAIL = np.dtype(
     [  # sum, count, then the histogram's length and array header: 48 bytes, big-endian, unpadded
         ("sum_size", ">i4"),
@@ -45,6 +46,26 @@ _TAIL = np.dtype(
     ]
 )
 _ELEMENT = np.dtype([("size", ">i4"), ("value", ">i8")])
+_FLOAT8_OID = 701
+_CLIENT_TAIL = np.dtype(  # clients, then the client histogram's array header: 36 bytes
+    [
+        ("clients_size", ">i4"),
+        ("clients", ">i8"),
+        ("size", ">i4"),
+        ("ndim", ">i4"),
+        ("flags", ">i4"),
+        ("oid", ">u4"),
+        ("length", ">i4"),
+        ("lower", ">i4"),
+    ]
+)
+_FLOAT_ELEMENT = np.dtype([("size", ">i4"), ("value", ">f8")])
+
+
+def copy_columns(aggregate: Aggregate) -> tuple[str, ...]:
+    """The columns of the COPY of a leaf's or a rollup's rows."""
+    cells = LEAF_COLUMNS if "application" in aggregate.columns else ROLLUP_COLUMNS
+    return cells + CLIENT_COLUMNS if aggregate.clients is not None else cells
 
 
 def parse_day(text: str) -> date | None:
@@ -170,15 +191,23 @@ def rollup(leaf: Aggregate) -> Aggregate:
     offsets = np.zeros(len(groups) + 1, dtype=np.int64)
     np.cumsum(sizes[a_row], out=offsets[1:])
     shift = offsets[:-1][group_of_row] - leaf.row_offset[:-1]  # from a row's buckets to its group's
+    weighted = leaf.clients is not None
     histogram = np.zeros(int(offsets[-1]), dtype=np.int64)
+    client_histogram = np.zeros(int(offsets[-1]), dtype=np.float64) if weighted else None
     cuts = np.searchsorted(leaf.row_offset, np.arange(0, int(leaf.row_offset[-1]), _SUM_BUCKETS)).tolist()
     for first, last in itertools.pairwise([*cuts, len(leaf)]):
         low, high = int(leaf.row_offset[first]), int(leaf.row_offset[last])
         targets = np.repeat(shift[first:last], sizes[first:last]) + np.arange(low, high)
         np.add.at(histogram, targets, leaf.histogram[low:high])
+        if weighted:
+            np.add.at(client_histogram, targets, leaf.client_histogram[low:high])
     sums, counts = np.zeros(len(groups), dtype=np.int64), np.zeros(len(groups), dtype=np.int64)
     np.add.at(sums, group_of_row, leaf.sums)
     np.add.at(counts, group_of_row, leaf.counts)
+    clients = None
+    if weighted:
+        clients = np.zeros(len(groups), dtype=np.int64)
+        np.add.at(clients, group_of_row, leaf.clients)
     return Aggregate(
         columns,
         dimensions,
@@ -189,6 +218,8 @@ def rollup(leaf: Aggregate) -> Aggregate:
         sums,
         counts,
         histogram,
+        clients=clients,
+        client_histogram=client_histogram,
     )
 
 
@@ -226,7 +257,7 @@ def _date_field(value: date) -> bytes:
 def _dimension_fields(aggregate: Aggregate, kind: str, day: date) -> list[bytes]:
     """Per dimension set: the tuple's field count and every field before the metric's."""
     leaf = "application" in aggregate.columns
-    count = struct.pack(">h", len(LEAF_COLUMNS if leaf else ROLLUP_COLUMNS))
+    count = struct.pack(">h", len(copy_columns(aggregate)))
     head = count + _text(kind) + _date_field(day)
     encoded = []
     for d in aggregate.dimensions:
@@ -247,11 +278,13 @@ def _metric_fields(metrics: Sequence, layout_ids: dict[Layout, int]) -> list[byt
 
 
 def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout, int]) -> Iterator[bytes]:
-    """The binary COPY stream of the aggregate's rows in index order, columns as LEAF_COLUMNS or ROLLUP_COLUMNS."""
+    """The binary COPY stream of the aggregate's rows in index order, columns as `copy_columns`."""
     dims = _dimension_fields(aggregate, kind, day)
     metrics = _metric_fields(aggregate.metrics, layout_ids)
     order = index_order(aggregate)
     sizes = np.diff(aggregate.row_offset)
+    weighted = aggregate.clients is not None
+    fields = 6 if weighted else 4
     yield HEADER
     for start in range(0, len(order), _BATCH):
         rows = order[start : start + _BATCH]
@@ -266,15 +299,24 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
         tail["length"] = lengths
         elements = np.empty(int(ends[-1]), _ELEMENT)
         elements["size"] = 8
-        elements["value"] = aggregate.histogram[
-            np.repeat(aggregate.row_offset[rows] - ends[:-1], lengths) + np.arange(ends[-1])
-        ]
+        buckets = np.repeat(aggregate.row_offset[rows] - ends[:-1], lengths) + np.arange(ends[-1])
+        elements["value"] = aggregate.histogram[buckets]
         values, bounds = elements.tobytes(), (ends * 12).tolist()
-        pieces: list[bytes] = [b""] * (4 * len(rows))  # built by column, joined by row: the fastest in CPython
-        pieces[0::4] = map(dims.__getitem__, aggregate.row_dimension[rows].tolist())
-        pieces[1::4] = map(metrics.__getitem__, aggregate.row_metric[rows].tolist())
+        pieces: list[bytes] = [b""] * (fields * len(rows))  # built by column, joined by row: the fastest in CPython
+        pieces[0::fields] = map(dims.__getitem__, aggregate.row_dimension[rows].tolist())
+        pieces[1::fields] = map(metrics.__getitem__, aggregate.row_metric[rows].tolist())
         # numpy makes the tails' bytes objects; its "S" type drops trailing NULs, and a tail ends with lower = 1
-        pieces[2::4] = tail.view("S48").tolist()
-        pieces[3::4] = [values[a:b] for a, b in itertools.pairwise(bounds)]
+        pieces[2::fields] = tail.view("S48").tolist()
+        pieces[3::fields] = [values[a:b] for a, b in itertools.pairwise(bounds)]
+        if weighted:
+            client_tail = np.empty(len(rows), _CLIENT_TAIL)
+            client_tail["clients_size"], client_tail["clients"] = 8, aggregate.clients[rows]
+            client_tail["size"], client_tail["length"] = 20 + 12 * lengths, lengths
+            client_tail["ndim"], client_tail["flags"], client_tail["oid"], client_tail["lower"] = 1, 0, _FLOAT8_OID, 1
+            floats = np.empty(int(ends[-1]), _FLOAT_ELEMENT)
+            floats["size"], floats["value"] = 8, aggregate.client_histogram[buckets]
+            float_values = floats.tobytes()
+            pieces[4::fields] = client_tail.view("S36").tolist()
+            pieces[5::fields] = [float_values[a:b] for a, b in itertools.pairwise(bounds)]
         yield b"".join(pieces)
     yield TRAILER

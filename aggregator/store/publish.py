@@ -21,7 +21,7 @@ from aggregator.layouts import Layout
 from aggregator.snapshot import list_dates, read_attrs, read_run
 from aggregator.store import catalog, schema
 from aggregator.store.connect import CONNECTION_LOST
-from aggregator.store.encode import LEAF_COLUMNS, ROLLUP_COLUMNS, Contribution, layout_digest, parse_day
+from aggregator.store.encode import Contribution, copy_columns, layout_digest, parse_day
 from aggregator.store.locks import day_lock, with_short_locks
 
 T = TypeVar("T")
@@ -240,7 +240,8 @@ async def _stage(conn: asyncpg.Connection, contribution: Contribution, layout_id
     """A staging table of the leaf, filled by binary COPY, then indexed and analyzed (a new table has no
     statistics; its own, so no one waits for it); returns its name."""
     stage = await schema.create_stage(conn, "aggregates", contribution.kind, contribution.day)
-    await _copy(conn, stage, contribution.copy_stream(contribution.leaf, layout_ids), LEAF_COLUMNS)
+    leaf = contribution.leaf
+    await _copy(conn, stage, contribution.copy_stream(leaf, layout_ids), copy_columns(leaf))
     await schema.index_stage(conn, stage)
     await schema.analyze(conn, stage)
     return stage
@@ -250,7 +251,8 @@ async def _replace_rollup(conn: asyncpg.Connection, contribution: Contribution, 
     """The contribution's rollup rows in place of those served, visible at the commit (readers do not wait); the
     rows deleted and inserted."""
     deleted = await schema.delete_rollup(conn, contribution.kind, contribution.day)
-    await _copy(conn, schema.ROLLUP, contribution.copy_stream(contribution.rollup, layout_ids), ROLLUP_COLUMNS)
+    rollup = contribution.rollup
+    await _copy(conn, schema.ROLLUP, contribution.copy_stream(rollup, layout_ids), copy_columns(rollup))
     return deleted + len(contribution.rollup)
 
 

@@ -110,11 +110,20 @@ GROUP BY channel, version, filter;
 CREATE INDEX catalog_filters_counts ON catalog_filters (value) WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%';
 """
 
+# The client-level weighting (aggregator/clients.py): distinct clients and the sum of their normalised histograms,
+# bucket by bucket as `histogram`. Rows published before have 0 clients and no client histogram (NULL). A constant
+# default: no table is rewritten.
+_V4 = "".join(
+    f"ALTER TABLE {table} ADD COLUMN clients bigint NOT NULL DEFAULT 0,"
+    " ADD COLUMN client_histogram double precision[];\n"
+    for table in ("aggregates", ROLLUP)
+)
 # (version, description, SQL). Never edit a released migration: append a new one.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "partitioned aggregates and rollup, layouts, catalog, ledger", _V1),
     (2, "the rollup as one plain table", _V2),
     (3, "the filter values of each channel and version as one row per filter", _V3),
+    (4, "client-level weighting: clients and client_histogram", _V4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

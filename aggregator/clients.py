@@ -1,0 +1,202 @@
+"""The client-level weighting: each client counted once per cell, beside the per-ping aggregates.
+
+Per (dimension set, metric), a client's histograms of the day are summed, the sum normalised to 1, and the
+normalised histograms summed over clients, beside the number of distinct clients (docs/semantics.md). A client's
+pings may be in any partition, so each partition keeps its samples with their client (`ClientSamples`, made by
+aggregator/extract.py), deals them into buckets by a hash of the client, and each bucket is reduced on its own
+(`client_level`): it holds every sample of its clients, so its clients' sums are whole, and its memory is its
+share of the day's samples, not of its clients.
+
+While reductions add them up, the normalised sums are fixed-point integers (`UNIT` to a client): integer sums do
+not depend on the order they are added in, so the result does not depend on how the input was partitioned.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from aggregator.aggregate import (
+    BUILD_ID_COLUMNS,
+    SUBMISSION_DATE_COLUMNS,
+    Aggregate,
+    Metric,
+    drop_build_id,
+    metric_order,
+    saturating_add_at,
+)
+
+UNIT = 2**32  # one client's normalised histogram sums to this while reductions add them up
+_EXACT = 2**53  # float64 adds integers exactly below this
+
+
+@dataclass
+class ClientSamples:
+    """Samples of one partition (or of its share of a bucket), each a histogram or a scalar-like value of one
+    ping: its client, its cell, and its entries (non-zero bucket counts; a value is one entry of count 1), the
+    entries of sample i following those of sample i - 1."""
+
+    dimensions: list[tuple[str, ...]]  # build-id dimension sets
+    metrics: list[Metric]
+    client: np.ndarray  # uint64 (S,): a hash of the clientId
+    dimension: np.ndarray  # int32 (S,)
+    metric: np.ndarray  # int32 (S,)
+    size: np.ndarray  # int64 (S,): its entries
+    column: np.ndarray  # int32 (E,): the bucket of each entry in its metric's layout
+    value: np.ndarray  # int64 (E,)
+    undefined: frozenset[str] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.client)
+
+
+def client_hashes(client_ids: list[str]) -> np.ndarray:
+    """A 64-bit hash of each clientId: the same in every process, so a client's samples meet in one bucket.
+    Two of a day's clients share a hash with odds of about clients^2 / 2^65 (one in 900 for 200 million)."""
+    digests = b"".join(hashlib.blake2b(c.encode("utf-8", "surrogatepass"), digest_size=8).digest() for c in client_ids)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def split_clients(samples: ClientSamples, buckets: int) -> list[ClientSamples]:
+    """The samples dealt into `buckets` by their client's hash."""
+    if buckets == 1:
+        return [samples]
+    bucket = samples.client % np.uint64(buckets)
+    return [_select(samples, bucket == b) for b in range(buckets)]
+
+
+def _select(samples: ClientSamples, keep: np.ndarray) -> ClientSamples:
+    entries = np.repeat(keep, samples.size)
+    return ClientSamples(
+        samples.dimensions,
+        samples.metrics,
+        samples.client[keep],
+        samples.dimension[keep],
+        samples.metric[keep],
+        samples.size[keep],
+        samples.column[entries],
+        samples.value[entries],
+        samples.undefined,
+    )
+
+
+def client_level(parts: Sequence[ClientSamples | None]) -> tuple[Aggregate, Aggregate]:
+    """Client-level cells of both kinds (build id, submission date) from every sample of a bucket's clients
+    (None: a partition with none): `counts` are distinct clients, `histogram` the normalised sums in `UNIT`s,
+    `sums` zero."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return Aggregate.empty(BUILD_ID_COLUMNS), Aggregate.empty(SUBMISSION_DATE_COLUMNS)
+    dimensions = sorted({d for p in parts for d in p.dimensions})
+    metrics = sorted({m for p in parts for m in p.metrics}, key=metric_order)
+    dim_rank = {d: i for i, d in enumerate(dimensions)}
+    metric_rank = {m: i for i, m in enumerate(metrics)}
+    dimension = np.concatenate([np.array([dim_rank[d] for d in p.dimensions], np.int64)[p.dimension] for p in parts])
+    metric = np.concatenate([np.array([metric_rank[m] for m in p.metrics], np.int64)[p.metric] for p in parts])
+    size = np.concatenate([p.size for p in parts])
+    column = np.concatenate([p.column for p in parts])
+    value = np.concatenate([p.value for p in parts]).astype(np.float64)
+    client = np.unique(np.concatenate([p.client for p in parts]), return_inverse=True)[1]
+    entry_sample = np.repeat(np.arange(len(size)), size)
+    sample_total = np.bincount(entry_sample, weights=value, minlength=len(size))
+    undefined = frozenset().union(*(p.undefined for p in parts))
+    by_date = sorted({drop_build_id(d) for d in dimensions})
+    date_rank = {d: i for i, d in enumerate(by_date)}
+    to_date = np.array([date_rank[drop_build_id(d)] for d in dimensions], dtype=np.int64)
+    cells = _Cells(metrics, metric, client, sample_total, entry_sample, column, value)
+    return (
+        cells.weighted(BUILD_ID_COLUMNS, dimensions, dimension, undefined),
+        cells.weighted(SUBMISSION_DATE_COLUMNS, by_date, to_date[dimension], undefined),
+    )
+
+
+@dataclass
+class _Cells:
+    """One bucket's samples, with the tables resolved: what both kinds are computed from."""
+
+    metrics: list[Metric]
+    metric: np.ndarray  # per sample
+    client: np.ndarray  # dense client index, per sample
+    total: np.ndarray  # float64: the sample's counts, summed
+    entry_sample: np.ndarray  # per entry
+    column: np.ndarray
+    value: np.ndarray  # float64
+
+    def weighted(
+        self, columns: tuple[str, ...], dimensions: list[tuple[str, ...]], dimension: np.ndarray, undefined: frozenset
+    ) -> Aggregate:
+        """The cells of one kind: a client's samples of a cell summed, normalised, then added over clients."""
+        width = max(len(self.metrics), 1)
+        cell = dimension * width + self.metric
+        # one group per (client, cell): its total is the client's histogram's, which each entry is divided by
+        group_cell, group = _groups(self.client, cell, len(dimensions) * width)
+        group_total = np.bincount(group, weights=self.total, minlength=len(group_cell))
+        entry_group = group[self.entry_sample]
+        share = np.rint(self.value / group_total[entry_group] * UNIT)
+        keys, group_row = np.unique(group_cell, return_inverse=True)
+        layouts = np.array([len(m[3].bounds) for m in self.metrics], dtype=np.int64)
+        row_metric = keys % width
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(layouts[row_metric], out=offsets[1:])
+        positions = offsets[group_row[entry_group]] + self.column
+        if len(group_cell) * UNIT < _EXACT:  # fewer than 2 ** 21 clients' histograms: float64 adds them exactly
+            histogram = np.bincount(positions, weights=share, minlength=int(offsets[-1])).astype(np.int64)
+        else:
+            histogram = np.zeros(int(offsets[-1]), dtype=np.int64)
+            saturating_add_at(histogram, positions, share.astype(np.int64))
+        i64 = np.zeros(len(keys), dtype=np.int64)
+        return Aggregate(
+            columns,
+            dimensions,
+            self.metrics,
+            (keys // width).astype(np.int32),
+            row_metric.astype(np.int32),
+            offsets,
+            i64,
+            np.bincount(group_row, minlength=len(keys)).astype(np.int64),
+            histogram,
+            undefined=undefined,
+        )
+
+
+def _groups(client: np.ndarray, cell: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (client, cell) pairs, as the cell of each, and the pair of each sample."""
+    if not len(client):
+        return cell, np.zeros(0, dtype=np.int64)
+    if (int(client.max()) + 1) * cells < 2**63:
+        pairs, group = np.unique(client * cells + cell, return_inverse=True)
+        return pairs % cells, group
+    order = np.lexsort((cell, client))  # too many to number as one integer: sorted by both
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (np.diff(client[order]) != 0) | (np.diff(cell[order]) != 0)
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    return cell[order][first], group
+
+
+def with_clients(aggregate: Aggregate, client_cells: Aggregate) -> Aggregate:
+    """`aggregate` (canonical: sorted tables and rows) with the client-level arrays of `client_cells` (from
+    `client_level`, reduced) set on its rows; a row no client-level cell matches (all its pings without a
+    usable clientId) has no clients."""
+    clients = np.zeros(len(aggregate), dtype=np.int64)
+    histogram = np.zeros(len(aggregate.histogram), dtype=np.float64)
+    if len(aggregate) and len(client_cells):
+        dim_rank = {d: i for i, d in enumerate(aggregate.dimensions)}
+        metric_rank = {m: i for i, m in enumerate(aggregate.metrics)}
+        width = len(aggregate.metrics)
+        dim_map = np.array([dim_rank.get(d, -1) for d in client_cells.dimensions], dtype=np.int64)
+        metric_map = np.array([metric_rank.get(m, -1) for m in client_cells.metrics], dtype=np.int64)
+        d, m = dim_map[client_cells.row_dimension], metric_map[client_cells.row_metric]
+        keys = aggregate.row_dimension.astype(np.int64) * width + aggregate.row_metric
+        wanted = np.where((d >= 0) & (m >= 0), d * width + m, -1)
+        row = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = keys[row] == wanted
+        row = row[found]
+        clients[row] = client_cells.counts[found]
+        sizes = np.diff(client_cells.row_offset)[found]
+        source = np.repeat(client_cells.row_offset[:-1][found] - np.cumsum(sizes) + sizes, sizes)
+        target = np.repeat(aggregate.row_offset[row] - np.cumsum(sizes) + sizes, sizes)
+        step = np.arange(int(sizes.sum()))
+        histogram[target + step] = client_cells.histogram[source + step] / UNIT
+    return Aggregate(**{**vars(aggregate), "clients": clients, "client_histogram": histogram})
