@@ -12,7 +12,8 @@ not depend on the order they are added in, so the result does not depend on how 
 """
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ from aggregator.aggregate import (
 )
 
 UNIT = 2**32  # one client's normalised histogram sums to this while reductions add them up
-_EXACT = 2**53  # float64 adds integers exactly below this
+_SLICE = 1 << 20  # entries weighted at once: a few arrays of 8 MiB
 
 
 @dataclass
@@ -96,15 +97,13 @@ def client_level(parts: Sequence[ClientSamples | None]) -> tuple[Aggregate, Aggr
     metric = np.concatenate([np.array([metric_rank[m] for m in p.metrics], np.int64)[p.metric] for p in parts])
     size = np.concatenate([p.size for p in parts])
     column = np.concatenate([p.column for p in parts])
-    value = np.concatenate([p.value for p in parts]).astype(np.float64)
+    value = np.concatenate([p.value for p in parts])
     client = np.unique(np.concatenate([p.client for p in parts]), return_inverse=True)[1]
-    entry_sample = np.repeat(np.arange(len(size)), size)
-    sample_total = np.bincount(entry_sample, weights=value, minlength=len(size))
     undefined = frozenset().union(*(p.undefined for p in parts))
     by_date = sorted({drop_build_id(d) for d in dimensions})
     date_rank = {d: i for i, d in enumerate(by_date)}
     to_date = np.array([date_rank[drop_build_id(d)] for d in dimensions], dtype=np.int64)
-    cells = _Cells(metrics, metric, client, sample_total, entry_sample, column, value)
+    cells = _Cells(metrics, metric, client, size, column, value)
     return (
         cells.weighted(BUILD_ID_COLUMNS, dimensions, dimension, undefined),
         cells.weighted(SUBMISSION_DATE_COLUMNS, by_date, to_date[dimension], undefined),
@@ -113,15 +112,32 @@ def client_level(parts: Sequence[ClientSamples | None]) -> tuple[Aggregate, Aggr
 
 @dataclass
 class _Cells:
-    """One bucket's samples, with the tables resolved: what both kinds are computed from."""
+    """One bucket's samples, with the tables resolved: what both kinds are computed from. Entries are taken a
+    slice at a time (`_SLICE`), so that a reduction's memory is its samples and a few arrays per sample, not
+    several per entry."""
 
     metrics: list[Metric]
     metric: np.ndarray  # per sample
     client: np.ndarray  # dense client index, per sample
-    total: np.ndarray  # float64: the sample's counts, summed
-    entry_sample: np.ndarray  # per entry
-    column: np.ndarray
-    value: np.ndarray  # float64
+    size: np.ndarray  # entries per sample
+    column: np.ndarray  # per entry
+    value: np.ndarray
+
+    def __post_init__(self) -> None:
+        ends = np.cumsum(self.size)
+        self.starts = ends - self.size
+        cuts = np.searchsorted(ends, np.arange(0, int(ends[-1]) if len(ends) else 0, _SLICE), side="right")
+        self.slices = list(itertools.pairwise([*dict.fromkeys([0, *cuts.tolist()]), len(self.size)]))
+        self.total = np.zeros(len(self.size), dtype=np.float64)  # each sample's counts, summed
+        for (first, last), (samples, entries) in zip(self.slices, self._slices(), strict=True):
+            self.total[first:last] = np.bincount(samples - first, self.value[entries], minlength=last - first)
+
+    def _slices(self) -> Iterator[tuple[np.ndarray, slice]]:
+        """(the sample of each entry, the entries) of each slice."""
+        for first, last in self.slices:
+            sizes = self.size[first:last]
+            entries = slice(int(self.starts[first]), int(self.starts[first] + sizes.sum())) if len(sizes) else slice(0)
+            yield np.repeat(np.arange(first, last), sizes), entries
 
     def weighted(
         self, columns: tuple[str, ...], dimensions: list[tuple[str, ...]], dimension: np.ndarray, undefined: frozenset
@@ -132,20 +148,16 @@ class _Cells:
         # one group per (client, cell): its total is the client's histogram's, which each entry is divided by
         group_cell, group = _groups(self.client, cell, len(dimensions) * width)
         group_total = np.bincount(group, weights=self.total, minlength=len(group_cell))
-        entry_group = group[self.entry_sample]
-        share = np.rint(self.value / group_total[entry_group] * UNIT)
         keys, group_row = np.unique(group_cell, return_inverse=True)
         layouts = np.array([len(m[3].bounds) for m in self.metrics], dtype=np.int64)
         row_metric = keys % width
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(layouts[row_metric], out=offsets[1:])
-        positions = offsets[group_row[entry_group]] + self.column
-        if len(group_cell) * UNIT < _EXACT:  # fewer than 2 ** 21 clients' histograms: float64 adds them exactly
-            histogram = np.bincount(positions, weights=share, minlength=int(offsets[-1])).astype(np.int64)
-        else:
-            histogram = np.zeros(int(offsets[-1]), dtype=np.int64)
-            saturating_add_at(histogram, positions, share.astype(np.int64))
-        i64 = np.zeros(len(keys), dtype=np.int64)
+        histogram = np.zeros(int(offsets[-1]), dtype=np.int64)
+        for samples, entries in self._slices():
+            entry_group = group[samples]
+            share = np.rint(self.value[entries] / group_total[entry_group] * UNIT).astype(np.int64)
+            saturating_add_at(histogram, offsets[group_row[entry_group]] + self.column[entries], share)
         return Aggregate(
             columns,
             dimensions,
@@ -153,7 +165,7 @@ class _Cells:
             (keys // width).astype(np.int32),
             row_metric.astype(np.int32),
             offsets,
-            i64,
+            np.zeros(len(keys), dtype=np.int64),
             np.bincount(group_row, minlength=len(keys)).astype(np.int64),
             histogram,
             undefined=undefined,
