@@ -28,7 +28,9 @@ def _schema(schema: dict) -> str:
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return f'<a href="#schema-{escape(name)}">{escape(name)}</a>'
-    if "items" in schema:
+    if "oneOf" in schema:
+        words = [" or ".join(_schema(choice) for choice in schema["oneOf"])]
+    elif "items" in schema:
         words = [f"list of {_schema(schema['items'])}"]
     elif "enum" in schema:
         words = ["one of " + ", ".join(_code(value) for value in schema["enum"])]

@@ -1,12 +1,61 @@
-"""The service's settings, read once from the declared environment variables (aggregator/settings.py).
+"""The service's settings, read once from the declared environment variables (aggregator/settings.py, and
+`SERVICE_SETTINGS` below).
 
 A frozen dataclass rather than globals, so tests build apps with `dataclasses.replace(settings, ...)`.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
 
-from aggregator.settings import flag, number, setting
+from aggregator.settings import Setting, SettingError, flag, number, setting
+
+# The settings of client-level answers, declared as aggregator/settings.py declares the others, and listed after
+# them in docs/settings.md.
+SERVICE_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "API_MIN_CLIENTS",
+        "release=625001,beta=9001,nightly=376,*=101",
+        "Fewest distinct clients an entry needs to be served with `aggregation=clients`: `channel=N` pairs, `*=N` "
+        "for the other channels. An entry with fewer is withheld, and counted in the answer's `withheld`. GLAM's "
+        "thresholds (bigquery-etl's GLAM extract): it serves client-level aggregates of more than 625,000 clients "
+        "on release, 9,000 on beta, 375 on nightly and 100 elsewhere, as fewer are noisy and come close to "
+        "describing single clients. At least 1: an entry without client-level data is never served.",
+    ),
+)
+_SERVICE = {s.name: s for s in SERVICE_SETTINGS}
+CHANNEL_KEY = re.compile(r"[a-z]{1,32}|\*")
+WHOLE = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    """A number per channel, and one for the channels not named."""
+
+    channels: tuple[tuple[str, int], ...]
+    others: int
+
+    def of(self, channel: str) -> int:
+        return dict(self.channels).get(channel, self.others)
+
+
+def per_channel(name: str, low: int = 1) -> PerChannel:
+    """A setting of `channel=N` pairs separated by commas, one of them `*=N` for the other channels; raises
+    SettingError naming the variable when it is not that."""
+    value = os.environ.get(name, _SERVICE[name].default) or ""
+    pairs: dict[str, int] = {}
+    for item in value.split(","):
+        channel, _, text = item.strip().partition("=")
+        if not (CHANNEL_KEY.fullmatch(channel) and WHOLE.fullmatch(text) and int(text) >= low) or channel in pairs:
+            raise SettingError(
+                f"{name}={value!r} is not channel=N pairs separated by commas with `*=N` for the other channels "
+                f"(each N a whole number of at least {low}, each channel once)"
+            )
+        pairs[channel] = int(text)
+    if "*" not in pairs:
+        raise SettingError(f"{name}={value!r} names no `*=N` for the other channels")
+    others = pairs.pop("*")
+    return PerChannel(tuple(sorted(pairs.items())), others)
 
 
 def _words(text: str | None, separator: str | None) -> tuple[str, ...]:
@@ -47,6 +96,7 @@ class ServerSettings:
     jwks_keep_seconds: float
     metrics_port: int | None
     max_allow_bytes: int
+    min_clients: PerChannel
     blacklist_patterns: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,4 +139,5 @@ class ServerSettings:
             jwks_keep_seconds=number("AUTH_JWKS_KEEP_SECONDS", float),
             metrics_port=number("API_METRICS_PORT", low=1, high=65535) if setting("API_METRICS_PORT") else None,
             max_allow_bytes=number("API_MAX_ALLOW_BYTES"),
+            min_clients=per_channel("API_MIN_CLIENTS"),
         )

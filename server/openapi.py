@@ -8,7 +8,7 @@ form requests that reach data; every status a route answers is listed with its b
 from functools import cache
 
 from server.explorer import ASSETS
-from server.params import CHANNEL, CHILD, DATE, MAX_DATES, MAX_VALUE, METRIC, VERSION
+from server.params import AGGREGATIONS, CHANNEL, CHILD, DATE, MAX_DATES, MAX_VALUE, METRIC, VERSION
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 MEANING = {
@@ -127,6 +127,15 @@ def _metric_parameters() -> list[dict]:
             "true: add `mean` and `percentiles` (5, 25, 50, 75, 95) to each entry.",
             {"enum": ["true", "false"], "examples": ["true"]},
         ),
+        _parameter(
+            "aggregation",
+            "query",
+            "pings (the default, the original's answers): every ping weighs the same. clients: every client weighs "
+            "the same, as GLAM's aggregates: `histogram` holds the client-level sums, each entry its `clients`, "
+            "and entries of fewer clients than API_MIN_CLIENTS (per channel) are withheld and counted in `withheld`. "
+            "Use counters have none (404).",
+            {"enum": list(AGGREGATIONS), "examples": ["clients"]},
+        ),
         _repeatable("application", "Application name.", "Firefox"),
         _repeatable("architecture", "Architecture.", "x86-64"),
         _repeatable("os", "Operating system name (the part before the comma of a /filters/ os value).", "Linux"),
@@ -150,33 +159,73 @@ def _get(summary: str, ok: dict, parameters=(), errors=(), security=None, more=N
     return {"get": operation}
 
 
-def _schemas() -> dict:
-    day = {"type": "string", "pattern": _anchored(DATE.pattern)}
-    entry = {
-        "type": "object",
-        "required": ["date", "label", "histogram", "count", "sum"],
-        "additionalProperties": False,
-        "properties": {
-            "date": day,
-            "label": {"type": "string"},
-            "histogram": {"type": "array", "items": {"type": "integer"}},
-            "count": {"type": "integer", "description": "Histograms (or values) aggregated: submissions."},
-            "sum": {"type": "integer"},
-            "mean": {"type": ["number", "null"], "description": "Only with stats=true."},
-            "percentiles": {
-                "type": ["object", "null"],
-                "description": "Only with stats=true: 5, 25, 50, 75, 95.",
-                "required": ["5", "25", "50", "75", "95"],
-                "additionalProperties": {"type": "number"},
-            },
+DAY = {"type": "string", "pattern": _anchored(DATE.pattern)}
+
+
+def _entry(by_clients: bool) -> dict:
+    """An entry of a metric answer: per ping, or per client with its clients."""
+    required = ["date", "label", "histogram", "count", "sum"]
+    properties = {
+        "date": DAY,
+        "label": {"type": "string"},
+        "histogram": {"type": "array", "items": {"type": "integer"}},
+        "count": {"type": "integer", "description": "Histograms (or values) aggregated: submissions."},
+        "sum": {"type": "integer"},
+        "mean": {"type": ["number", "null"], "description": "Only with stats=true."},
+        "percentiles": {
+            "type": ["object", "null"],
+            "description": "Only with stats=true: 5, 25, 50, 75, 95.",
+            "required": ["5", "25", "50", "75", "95"],
+            "additionalProperties": {"type": "number"},
         },
     }
+    if by_clients:
+        required.append("clients")
+        properties |= {
+            "histogram": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "Client-level sums: each client's histogram normalised to sum 1 (or all 0), summed "
+                "over clients.",
+            },
+            "sum": {"type": "integer", "description": "The values' sum over every submission, as per ping."},
+            "mean": {
+                "type": ["number", "null"],
+                "description": "Only with stats=true: estimated from the client-level sums, each bucket's at its "
+                "middle.",
+            },
+            "clients": {"type": "integer", "description": "Distinct clients, summed over the rows summed."},
+        }
+    return {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
+
+
+def _metric(by_clients: bool) -> dict:
+    """A metric answer. Every entry of a per-ping one has data; a client-level one may withhold them all."""
+    head = {
+        "buckets": {"type": "array", "items": {"type": ["integer", "string"]}},
+        "kind": {"enum": ["exponential", "linear", "boolean", "flag", "count", "enumerated", "categorical"]},
+        "description": {"type": "string"},
+    }
+    withheld = {
+        "min_clients": {"type": "integer", "description": "API_MIN_CLIENTS of the channel."},
+        "withheld": {"type": "integer", "description": "Entries left out for having fewer clients."},
+    }
+    data = {"type": "array", "minItems": 0 if by_clients else 1, "items": _entry(by_clients)}
+    return {
+        "type": "object",
+        "required": [*head, *(withheld if by_clients else ()), "data"],
+        "additionalProperties": False,
+        "properties": head | (withheld if by_clients else {}) | {"data": data},
+    }
+
+
+def _schemas() -> dict:
     fresh = {
         "type": "object",
         "required": ["newest_date", "newest_submission_date", "published_at"],
         "properties": {
-            "newest_date": day,
-            "newest_submission_date": day,
+            "newest_date": DAY,
+            "newest_submission_date": DAY,
             "published_at": {"type": "string", "format": "date-time"},
         },
     }
@@ -195,7 +244,7 @@ def _schemas() -> dict:
                 "type": "object",
                 "required": ["version", "date"],
                 "additionalProperties": False,
-                "properties": {"version": {"type": "string", "pattern": _anchored(VERSION.pattern)}, "date": day},
+                "properties": {"version": {"type": "string", "pattern": _anchored(VERSION.pattern)}, "date": DAY},
             },
         },
         "Filters": {
@@ -210,17 +259,8 @@ def _schemas() -> dict:
                 "child": {"type": "array", "items": {"enum": ["parent", "content", "gpu"]}},
             },
         },
-        "Metric": {
-            "type": "object",
-            "required": ["buckets", "kind", "description", "data"],
-            "additionalProperties": False,
-            "properties": {
-                "buckets": {"type": "array", "items": {"type": ["integer", "string"]}},
-                "kind": {"enum": ["exponential", "linear", "boolean", "flag", "count", "enumerated", "categorical"]},
-                "description": {"type": "string"},
-                "data": {"type": "array", "minItems": 1, "items": entry},
-            },
-        },
+        "Metric": _metric(by_clients=False),
+        "ClientMetric": _metric(by_clients=True),
         "Freshness": {
             "type": "object",
             "required": ["published_at", "kinds"],
@@ -301,7 +341,12 @@ def spec() -> dict:
             ),
             "/aggregates_by/{kind}/channels/{channel}/": _get(
                 "A metric's aggregated histogram per date and label; omitted filters are summed over.",
-                _json(_ref("Metric"), "Buckets, kind, description and one entry per (date, label) with data.", data),
+                _json(
+                    {"oneOf": [_ref("Metric"), _ref("ClientMetric")]},
+                    "Buckets, kind, description and one entry per (date, label) with data; with aggregation=clients, "
+                    "the fewest clients an entry needs and how many entries were withheld for having fewer.",
+                    data,
+                ),
                 [KIND, _parameter("channel", "path", CHANNEL_TEXT, CHANNEL_SCHEMA), *_metric_parameters()],
                 (*DATA, 403, 405),
                 OPTIONAL_AUTH,

@@ -26,7 +26,21 @@ FILTER_PARAMETERS = {
     "osVersion": "os_version",
 }
 CHILD = {"parent": "parent", "false": "parent", "content": "content", "true": "content", "gpu": "gpu"}
-ALLOWED = ("application", "architecture", "child", "dates", "label", "metric", "os", "osVersion", "version", "stats")
+ALLOWED = (
+    "application",
+    "architecture",
+    "child",
+    "dates",
+    "label",
+    "metric",
+    "os",
+    "osVersion",
+    "version",
+    "stats",
+    "aggregation",
+)
+# How an answer weighs what it sums: every ping alike (the original's), or every client alike (GLAM's).
+AGGREGATIONS = ("pings", "clients")
 FILTERS_ALLOWED = ("channel", "version")
 MAX_DATES = 3660  # ten years of days in one request
 MAX_VALUE = 1000  # characters of a filter value or label
@@ -52,6 +66,11 @@ class MetricQuery:
     labels: tuple[str, ...] | None  # None: every label
     filters: tuple[tuple[str, tuple[str, ...]], ...]  # (column, accepted values), columns sorted
     stats: bool
+    aggregation: str = AGGREGATIONS[0]
+
+    @property
+    def by_clients(self) -> bool:
+        return self.aggregation == "clients"
 
 
 def kind_of(text: str) -> str:
@@ -123,6 +142,14 @@ def _stats(values: list[str]) -> bool:
     return values[0] == "true"
 
 
+def _aggregation(values: list[str]) -> str:
+    if not values:
+        return AGGREGATIONS[0]
+    if _one("aggregation", values) not in AGGREGATIONS:
+        raise not_found("aggregation is pings or clients.")
+    return values[0]
+
+
 def reject_unknown(query: MultiMapping[str], allowed: tuple[str, ...], path: str) -> None:
     """405 for a parameter the route does not take, whose `Allow` header is the URL without it (the original's
     hint), rather than silently answering something else than was asked."""
@@ -172,4 +199,5 @@ def metric_query(kind: str, channel: str, query: MultiMapping[str], path: str) -
         labels=_values("label", labels) if labels else None,
         filters=filters,
         stats=_stats(query.getall("stats", [])),
+        aggregation=_aggregation(query.getall("aggregation", [])),
     )

@@ -55,6 +55,9 @@ LAST_PUBLISH = "SELECT max(published_at) FROM publishes"
 # a submission_date answer reads exactly its days; a build can only be submitted on or after its build date,
 # so a build_id answer reads no day before its first date. The rollup is one table, found by its index.
 _CELLS = "SELECT metric, date, label, layout, histogram, sum, count"
+# Client-level answers read the client-level sums where the others read the bucket counts (the same length and
+# bucket order; NULL in rows published before they existed), and the distinct clients last.
+_CLIENT_CELLS = "SELECT metric, date, label, layout, client_histogram AS histogram, sum, count, clients"
 _WHERE = """
 WHERE kind = $1 AND channel = $2 AND version = $3 AND metric = $4 AND date = ANY($5::date[])
   AND ($6::text[] IS NULL OR process = ANY($6::text[])) AND ($7::text[] IS NULL OR label = ANY($7::text[]))"""
@@ -67,14 +70,15 @@ _FILTERS = """
   AND ($10::text[] IS NULL OR os = ANY($10::text[])) AND ($11::text[] IS NULL OR os_version = ANY($11::text[]))"""
 
 
-def bounded(cells: str, bound: str, within: str) -> str:
+def bounded(cells: str, bound: str, within: str, more: str = "") -> str:
     """The rows of `cells` and the bucket counts their answer would hold, unless that is more than `bound`: then
     one row of NULLs but for that count and the dates and labels it spans. Sized from the rows' narrow columns and
     one probe of `layouts` per distinct layout, before any histogram is read (a wide one is stored apart, in
     TOAST). The cheap upper bound, rows times the widest layout, is enough for most answers; past the bound the
     answer's entries (date, label) are counted. No rows at all is one row of NULLs too, with a count of 0.
     The rows are withheld too when that upper bound, the bucket counts they hold, is more than `within` (unless
-    NULL): a large answer is read in its turn (server/offload.py), not by every request asking for one at once."""
+    NULL): a large answer is read in its turn (server/offload.py), not by every request asking for one at once.
+    `more` lists columns of `found` to select after all those (`, f.clients`)."""
     return f"""
 WITH found AS MATERIALIZED ({cells}),
 size AS (SELECT count(*) AS rows,
@@ -88,15 +92,23 @@ answer AS (SELECT CASE WHEN rows * width <= {bound} THEN rows * width
            FROM size)
 SELECT f.metric, f.date, f.label, f.layout, array_send(f.histogram) AS histogram, f.sum, f.count, a.cells, a.stored,
        CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT date) FROM found) END AS dates,
-       CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT label) FROM found) END AS labels
+       CASE WHEN a.cells > {bound} THEN (SELECT count(DISTINCT label) FROM found) END AS labels{more}
 FROM answer a LEFT JOIN found f ON a.cells <= {bound} AND (a.stored <= {within}::bigint OR {within}::bigint IS NULL)"""
 
 
-ROLLUP = bounded(f"{_CELLS} FROM aggregates_all {_WHERE}", "$8", "$9")
-FILTERED = {
-    kind: bounded(f"{_CELLS} FROM aggregates {_WHERE} AND {days}{_FILTERS}", "$12", "$13")
-    for kind, days in _DAYS.items()
-}
+def _statements(cells: str, more: str = "") -> tuple[str, dict[str, str]]:
+    """The rollup's query, and the leaves' query of each kind, reading `cells`."""
+    rollup = bounded(f"{cells} FROM aggregates_all {_WHERE}", "$8", "$9", more)
+    filtered = {
+        kind: bounded(f"{cells} FROM aggregates {_WHERE} AND {days}{_FILTERS}", "$12", "$13", more)
+        for kind, days in _DAYS.items()
+    }
+    return rollup, filtered
+
+
+ROLLUP, FILTERED = _statements(_CELLS)
+CLIENT_ROLLUP, CLIENT_FILTERED = _statements(_CLIENT_CELLS, ", f.clients")
+SIZE = slice(7, 11)  # where a record of those queries holds its answer's size: cells, stored, dates, labels
 # Read through the partial index catalog_filters_counts, whose predicate is this condition.
 COUNT_METRICS = "SELECT DISTINCT value FROM catalog_filters WHERE filter = 'metric' AND value LIKE '[[COUNT]]\\_%'"
 FILTER_COLUMNS = ("application", "architecture", "os", "os_version")
@@ -210,7 +222,8 @@ class Reader:
 
     async def cells(self, query: MetricQuery, metric: str, within: int | None = None) -> list[Row]:
         """The stored cells of `metric` matching the query, from the rollup when no dimension is filtered; raises
-        LargeAnswer, having read no histogram, when they hold more than `within` bucket counts."""
+        LargeAnswer, having read no histogram, when they hold more than `within` bucket counts. Client-level
+        rows hold the client-level sums as their histogram (None where there are none) and their clients."""
         args = [
             query.kind,
             query.channel,
@@ -220,18 +233,21 @@ class Reader:
             list(query.processes) if query.processes else None,
             list(query.labels) if query.labels is not None else None,
         ]
+        rollup, filtered = (CLIENT_ROLLUP, CLIENT_FILTERED) if query.by_clients else (ROLLUP, FILTERED)
         if query.filters:
             given = dict(query.filters)
-            sql = FILTERED[query.kind]
+            sql = filtered[query.kind]
             args += [list(given[c]) if c in given else None for c in FILTER_COLUMNS]
         else:
-            sql = ROLLUP
+            sql = rollup
         records = await self._fetch(sql, *args, self.max_answer_cells, within)
-        cells, stored, dates, labels = records[0][7:]
+        cells, stored, dates, labels = records[0][SIZE]
         if cells > self.max_answer_cells:
             raise AnswerTooLarge(cells, dates, labels, self.max_answer_cells)
         if within is not None and stored > within:
             raise LargeAnswer(stored)
+        if query.by_clients:
+            return [Row(*r[:7], clients=r[SIZE.stop]) for r in records if r[0] is not None]
         return [Row(*r[:7]) for r in records if r[0] is not None]
 
     async def layouts(self, ids: set[int]) -> dict[int, Layout]:

@@ -28,6 +28,7 @@ def policy_tag(settings) -> str:
         sorted(settings.auth_only_metrics),
         sorted(settings.public_release_metrics),
         settings.allow_all_release_metrics,
+        settings.min_clients,
     )
     return hashlib.sha256(repr(rules).encode()).hexdigest()[:8]
 

@@ -10,8 +10,19 @@ from aiohttp import web
 from server.cache import Body
 from server.encoding import dumps
 from server.errors import error, not_found
-from server.histograms import USE_COUNTER, Cell, Layout, Row, dominant_layout, statistics, sum_cells, use_counter
-from server.keys import OFFLOADER, READER
+from server.histograms import (
+    USE_COUNTER,
+    Cell,
+    Layout,
+    Row,
+    client_statistics,
+    dominant_layout,
+    statistics,
+    sum_cells,
+    sum_client_cells,
+    use_counter,
+)
+from server.keys import OFFLOADER, READER, SETTINGS
 from server.offload import Offloader
 from server.params import MetricQuery, channel_of, filters_query, kind_of, metric_query, yyyymmdd
 from server.policy import allow_metric, authed, require_auth
@@ -20,6 +31,9 @@ from server.respond import data_answer, listing_answer
 from server.stream import PIECE_CELLS, Streamed, json_pieces
 
 CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first: seen in /metrics only
+# A use counter's false bucket is documents destroyed less those that used the feature, counted per ping: a
+# client-level version of it would need each client's documents, which are not kept apart.
+NO_CLIENT_USE_COUNTERS = "Use counters have no client-level aggregates: ask for aggregation=pings."
 
 
 async def channels(request: web.Request) -> web.Response:
@@ -53,15 +67,18 @@ async def metric(request: web.Request) -> web.StreamResponse:
     await allow_metric(request, channel, query.metric)
     if query.metric.startswith(COUNT_PREFIX):  # count histograms are asked for by their own name
         raise not_found("Cannot find this histogram definition.")
+    if query.by_clients and query.metric.startswith("USE_COUNTER2_"):
+        raise not_found(NO_CLIENT_USE_COUNTERS)
     reader, offloader, key = request.app[READER], request.app[OFFLOADER], ("metric", query)
+    fewest = request.app[SETTINGS].min_clients.of(query.channel) if query.by_clients else None
     try:
         try:
-            return await data_answer(request, key, lambda: _inline(reader, offloader, query))
+            return await data_answer(request, key, lambda: _inline(reader, offloader, query, fewest))
         except LargeAnswer as large:
             async with offloader.budget.hold(large.stored):  # then read, unless the cache has it by then
                 if request.transport is None:  # the client left while it waited: no one to answer
                     return web.Response(status=CLIENT_GONE)
-                return await data_answer(request, key, lambda: _large(reader, offloader, query))
+                return await data_answer(request, key, lambda: _large(reader, offloader, query, fewest))
     except AnswerTooLarge as big:
         raise error(web.HTTPBadRequest, "answer_too_large", too_large(big)) from None
 
@@ -78,32 +95,35 @@ def too_large(big: AnswerTooLarge) -> str:
 
 @dataclass(frozen=True)
 class Found:
-    """What an answer is made of: its layout, its description and how to sum its rows."""
+    """What an answer is made of: its layout, its description and how to sum its rows; for a client-level answer,
+    the fewest clients an entry is served with."""
 
     layout: Layout
     description: str
     summed: Callable[[], dict[tuple[date, str], Cell]]
+    fewest: int | None = None  # None: a per-ping answer
 
 
-async def _inline(reader: Reader, offloader: Offloader, query: MetricQuery) -> Body:
+async def _inline(reader: Reader, offloader: Offloader, query: MetricQuery, fewest: int | None) -> Body:
     """An answer whose rows hold at most `offloader.inline_cells` bucket counts, summed and encoded on the loop;
     raises LargeAnswer (from the reader, having read no histogram) for a larger one."""
-    found = await _found(reader, query, within=offloader.inline_cells)
-    return Body(dumps(_head(found) | {"data": list(_entries(query, found.summed(), found.layout))}))
+    found = await _found(reader, query, offloader.inline_cells, fewest)
+    head, cells = _served(found)
+    return Body(dumps(head | {"data": list(_entries(query, cells, found.layout))}))
 
 
-async def _large(reader: Reader, offloader: Offloader, query: MetricQuery) -> Body | Streamed:
+async def _large(reader: Reader, offloader: Offloader, query: MetricQuery, fewest: int | None) -> Body | Streamed:
     """A large answer: summed on a worker thread, then encoded there, in pieces when it spans several."""
-    found = await _found(reader, query, within=None)
-    cells = await offloader.run(found.summed)
+    found = await _found(reader, query, None, fewest)
+    head, cells = await offloader.run(lambda: _served(found))
     width = max((len(cell.histogram) for cell in cells.values()), default=1)
     entries = _entries(query, cells, found.layout)
     if len(cells) * width <= PIECE_CELLS:
-        return await offloader.run(lambda: Body(dumps(_head(found) | {"data": list(entries)})))
-    return Streamed(json_pieces(_head(found), "data", entries, max(1, PIECE_CELLS // width)), offloader.run)
+        return await offloader.run(lambda: Body(dumps(head | {"data": list(entries)})))
+    return Streamed(json_pieces(head, "data", entries, max(1, PIECE_CELLS // width)), offloader.run)
 
 
-async def _found(reader: Reader, query: MetricQuery, within: int | None) -> Found:
+async def _found(reader: Reader, query: MetricQuery, within: int | None, fewest: int | None) -> Found:
     """The original's answer's makings: its rows read here (unless they hold more than `within` bucket counts)."""
     if query.metric.startswith("USE_COUNTER2_"):
         numerators = await reader.cells(query, query.metric, within)
@@ -122,24 +142,32 @@ async def _found(reader: Reader, query: MetricQuery, within: int | None) -> Foun
             raise not_found(f"Cannot find this {what} definition.")
         dominant = dominant_layout(rows)
         layout = (await reader.layouts({dominant}))[dominant]
+        add = sum_client_cells if query.by_clients else sum_cells
 
         def summed() -> dict[tuple[date, str], Cell]:
-            return sum_cells([r for r in rows if r.layout == dominant])
+            return add([r for r in rows if r.layout == dominant])
 
     undescribed = query.metric.startswith(("SIMPLE_MEASURES_", "USE_COUNTER"))  # "" in the original too
     description = "" if undescribed else await reader.description(query.metric)
-    return Found(layout, description, summed)
+    return Found(layout, description, summed, fewest)
 
 
-def _head(found: Found) -> dict:
-    """The answer but its entries, which come last."""
-    return {"buckets": found.layout.buckets(), "kind": found.layout.kind, "description": found.description}
+def _served(found: Found) -> tuple[dict, dict[tuple[date, str], Cell]]:
+    """The answer but its entries, which come last, and the cells to serve: a client-level answer withholds
+    the entries of fewer clients than `found.fewest` and says how many it withheld."""
+    head = {"buckets": found.layout.buckets(), "kind": found.layout.kind, "description": found.description}
+    cells = found.summed()
+    if found.fewest is None:
+        return head, cells
+    served = {key: cell for key, cell in cells.items() if cell.clients >= found.fewest}
+    return head | {"min_clients": found.fewest, "withheld": len(cells) - len(served)}, served
 
 
 def _entries(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: Layout) -> Iterator[dict]:
     """Entries in the order of the dates asked for, labels sorted within a date; made as they are taken."""
     order = {day: i for i, day in enumerate(query.dates)}
     texts = {day: yyyymmdd(day) for day in query.dates}
+    described = client_statistics if query.by_clients else statistics
     for day, label in sorted(cells, key=lambda key: (order[key[0]], key[1])):
         cell = cells[(day, label)]
         entry = {
@@ -149,8 +177,10 @@ def _entries(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: La
             "count": cell.count,
             "sum": cell.sum,
         }
+        if query.by_clients:
+            entry["clients"] = cell.clients
         if query.stats:
-            entry |= statistics(cell, layout)
+            entry |= described(cell, layout)
         yield entry
 
 
