@@ -17,8 +17,11 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 
 from server.app import create_app
+from server.config import PerChannel
 from tests.browser import HAS_CHROMIUM, chromium, served, settled
 from tests.conftest import settings_for, summed
+from tests.test_api_clients import client_reference
+from tests.test_api_clients import client_summed as summed_clients
 
 pytestmark = pytest.mark.skipif(
     not HAS_CHROMIUM, reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)"
@@ -91,6 +94,9 @@ def choose(browser, select_id: str, value: str) -> str:
 
 def checkbox(browser, name: str, value: str):
     return browser.find_element(By.CSS_SELECTOR, f"input[name={name}][value='{value}']")
+
+
+radio = checkbox  # the same selector finds a radio button
 
 
 def test_pickers_come_from_the_api_and_the_distribution_is_the_reference(browser, site, cells):
@@ -283,3 +289,38 @@ def test_no_data_and_forbidden_are_said_not_drawn(browser, site):
         assert open_page(browser, site, **query) == state, query
         assert message in browser.find_element(By.ID, "status").text
         assert not browser.find_element(By.ID, "shown").is_displayed()
+
+
+def test_the_pings_and_clients_switch_asks_per_client(browser, site, database_url, corpus, cells):
+    """The Aggregation switch asks the metric route again with aggregation=clients: the bars are then the
+    client-level sums computed from the pings, and the evolution shows distinct clients. Under the default
+    thresholds the corpus has too few clients, and the page says what the API withheld."""
+    query = {"kind": "submission_date", "channel": CHANNEL, "version": VERSION, "metric": "GC_MS"}
+    assert open_page(browser, site, **query) == "ready"
+    assert change(browser, radio(browser, "aggregation", "clients")) == "nodata"
+    assert "aggregation=clients" in browser.current_url
+    fewest = settings_for(database_url).min_clients.of(CHANNEL)  # the default, more than the corpus has
+    assert f"withheld: fewer than {fewest} clients each" in browser.find_element(By.ID, "status").text
+    assert change(browser, radio(browser, "aggregation", "pings")) == "ready"
+    assert "aggregation" not in browser.current_url
+    assert shown_distribution(browser) == reference_distribution(cells, "submission_date", "GC_MS")
+
+    per_client = summed_clients(client_reference(corpus.output)["submission_date"][(CHANNEL, VERSION, "GC_MS")], {})
+    with served(create_app(settings_for(database_url, min_clients=PerChannel((), 1)))) as everyone:
+        assert open_page(browser, everyone, **query, aggregation="clients") == "ready"
+        assert radio(browser, "aggregation", "clients").is_selected()
+        shown = {row[0]: number(row[1]) for row in rows(browser, "distribution-table")}
+        assert list(shown.values()) == pytest.approx(sum(sums for _, sums in per_client.values()).tolist(), abs=0.006)
+        assert (
+            browser.find_element(By.ID, "distribution-table")
+            .find_element(By.TAG_NAME, "caption")
+            .text.startswith("Clients per bucket")
+        )
+        assert change(browser, browser.find_element(By.CSS_SELECTOR, "input[name=view][value=evolution]")) == "ready"
+        head = browser.execute_script(
+            "return [...document.querySelectorAll('#evolution-table thead th')].map(t => t.textContent)"
+        )
+        assert head[2:4] == ["Submissions", "Clients"]
+        clients = [int(number(row[3])) for row in rows(browser, "evolution-table")]
+        assert clients == [per_client[(day, "")][0] for day in sorted(day for day, _ in per_client)]
+        assert "Clients" in browser.find_element(By.ID, "submissions-chart").text

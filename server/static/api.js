@@ -50,10 +50,12 @@ export const channelsPath = (kind) => `/aggregates_by/${kind}/channels/`;
 export const datesPath = (kind, channel) => `/aggregates_by/${kind}/channels/${encodeURIComponent(channel)}/dates/`;
 export const filtersPath = (channel, version) => `/filters/?${new URLSearchParams({ channel, version })}`;
 
-/** The metric route for some dates and filters (a repeated key is OR), with the mean and percentiles. */
-export function metricPath(kind, channel, version, metric, dates, filters) {
+/** The metric route for some dates and filters (a repeated key is OR), with the mean and percentiles; per client
+ * when asked (per ping, the API's default, is not said). */
+export function metricPath(kind, channel, version, metric, dates, filters, aggregation = "pings") {
   const query = new URLSearchParams([["version", version], ["dates", dates.join(",")], ["metric", metric]]);
   for (const [key, value] of filters) query.append(key, value);
+  if (aggregation !== "pings") query.append("aggregation", aggregation);
   query.append("stats", "true");
   return `/aggregates_by/${kind}/channels/${encodeURIComponent(channel)}/?${query}`;
 }

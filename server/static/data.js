@@ -30,15 +30,27 @@ export function bucketNames(answers) {
   return names;
 }
 
-/** The histogram summed over entries (bucket by bucket), with its submissions and samples. */
+/** The histogram summed over entries (bucket by bucket), with its submissions, samples and (client-level
+ * answers) clients. */
 export function summed(entries, width) {
   const counts = new Array(width).fill(0);
   let submissions = 0;
+  let clients = 0;
   for (const e of entries) {
     e.histogram.forEach((value, i) => (counts[i] += value));
     submissions += e.count;
+    clients += e.clients ?? 0;
   }
-  return { counts, submissions, samples: counts.reduce((a, b) => a + b, 0) };
+  return { counts, submissions, clients, samples: counts.reduce((a, b) => a + b, 0) };
+}
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+/** What a client-level answer withheld, in a sentence ("" when nothing). */
+export function withheldText(answer) {
+  if (!answer.withheld) return "";
+  const entries = plural(answer.withheld, "entry", "entries");
+  return `${entries} withheld: fewer than ${plural(answer.min_clients, "client", "clients")} each.`;
 }
 
 export function percents(counts) {
@@ -80,13 +92,17 @@ export function distributionCsv(shown, names) {
   return csv(rows);
 }
 
-/** The evolution as CSV: a row per series and date, every statistic the API gives. */
+/** The evolution as CSV: a row per series and date, every statistic the API gives, and the clients of a
+ * client-level answer last. */
 export function evolutionCsv(shown) {
-  const rows = [["series", "date", "submissions", "samples", "sum", ...STATISTICS.map(statisticName)]];
+  const byClients = shown.some(({ entries }) => entries.some((e) => "clients" in e));
+  const more = byClients ? ["clients"] : [];
+  const rows = [["series", "date", "submissions", "samples", "sum", ...STATISTICS.map(statisticName), ...more]];
   for (const { name, entries } of shown) {
     for (const e of entries) {
       const samples = e.histogram.reduce((a, b) => a + b, 0);
-      rows.push([name, e.date, e.count, samples, e.sum, ...STATISTICS.map((s) => statistic(e, s))]);
+      const clients = byClients ? [e.clients] : [];
+      rows.push([name, e.date, e.count, samples, e.sum, ...STATISTICS.map((s) => statistic(e, s)), ...clients]);
     }
   }
   return csv(rows);

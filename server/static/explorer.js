@@ -14,6 +14,7 @@ import {
   statistic,
   statisticName,
   summed,
+  withheldText,
 } from "./data.js";
 import { FILTERS, STATISTICS, byValue, datesBetween, parseState, seriesOf, stateQuery } from "./state.js";
 
@@ -28,6 +29,15 @@ const FILTER_NAMES = {
   child: "Process",
 };
 const DATE_NAMES = { build_id: "Build date", submission_date: "Submission date" };
+// What a histogram's values are, per aggregation: the words of the charts and tables.
+const UNITS = {
+  pings: { values: "Samples", percent: "Percent of samples", weighing: "per ping: each sample counts once" },
+  clients: {
+    values: "Clients",
+    percent: "Percent of clients",
+    weighing: "per client: each client's histogram normalised to 1, then summed",
+  },
+};
 const STAT_NAMES = { mean: "mean", 5: "5th percentile", 25: "25th percentile", 50: "median", 75: "75th percentile", 95: "95th percentile" };
 // What a change of one control makes obsolete: a new channel has other versions, a version other dates...
 const RESETS = { kind: ["from", "to"], channel: ["version", "from", "to"], version: ["from", "to"], metric: ["label"] };
@@ -67,7 +77,7 @@ function showState() {
   $("kind").value = state.kind;
   $("metric").value = state.metric;
   $("compare").value = state.compare;
-  for (const input of document.querySelectorAll("input[name=view], input[name=scale]")) {
+  for (const input of document.querySelectorAll("input[name=view], input[name=scale], input[name=aggregation]")) {
     input.checked = input.value === state[input.name];
   }
   for (const input of document.querySelectorAll("input[name=stats]")) input.checked = state.stats.includes(input.value);
@@ -152,8 +162,10 @@ async function load(state) {
 
   const range = datesBetween(dates, state.from, state.to);
   const asked = seriesOf(state).map(async (series) => {
-    const url = metricPath(state.kind, state.channel, state.version, state.metric, range, series.filters);
-    return { ...series, url, answer: await getJSON(url) };
+    const url = metricPath(state.kind, state.channel, state.version, state.metric, range, series.filters, state.aggregation);
+    const answer = await getJSON(url);
+    if (!answer.data.length) throw new ApiError(404, "withheld", `No data: ${withheldText(answer)}`);
+    return { ...series, url, answer };
   });
   const settled = await Promise.allSettled(asked);
   const found = settled.filter((s) => s.status === "fulfilled").map((s) => s.value);
@@ -192,12 +204,16 @@ function table(id, caption, head, rows) {
   $(id).replaceChildren(element("caption", {}, caption), element("thead", {}, headRow), element("tbody", {}, ...body));
 }
 
-const seriesText = (s, total) =>
-  `${s.name}: ${number.format(total.submissions)} submissions, ${number.format(total.samples)} samples`;
+function seriesText(s, total) {
+  const values = state.aggregation === "clients" ? `${number.format(total.clients)} clients` : `${number.format(total.samples)} samples`;
+  return `${s.name}: ${number.format(total.submissions)} submissions, ${values}`;
+}
 
 function showDistribution(shown, names) {
   const totals = shown.map((s) => summed(s.entries, names.length));
+  const unit = UNITS[state.aggregation];
   const percent = state.scale === "percent";
+  $("percent-of").textContent = unit.percent;
   const series = shown.map((s, i) => ({ name: s.name, values: percent ? percents(totals[i].counts) : totals[i].counts }));
   const format = percent ? (v) => `${number.format(v)}%` : (v) => number.format(v);
   const range = `${showDate(state.from)} to ${showDate(state.to)}`;
@@ -211,15 +227,15 @@ function showDistribution(shown, names) {
       series,
       format,
       xTitle: "Bucket",
-      yTitle: percent ? "Percent of samples" : "Samples",
-      label: `Distribution of ${state.metric} over ${range}: ${percent ? "percent of samples" : "samples"} per bucket`,
+      yTitle: percent ? unit.percent : unit.values,
+      label: `Distribution of ${state.metric} over ${range}: ${(percent ? unit.percent : unit.values).toLowerCase()} per bucket`,
     }),
   );
   const shares = totals.map((t) => percents(t.counts));
   table(
     "distribution-table",
-    `Samples per bucket, ${range}`,
-    ["Bucket", ...shown.flatMap((s) => [`${s.name} samples`, `${s.name} %`])],
+    `${unit.values} per bucket, ${range}`,
+    ["Bucket", ...shown.flatMap((s) => [`${s.name} ${unit.values.toLowerCase()}`, `${s.name} %`])],
     names.map((name, b) => [
       name,
       ...totals.flatMap((t, i) => [number.format(t.counts[b]), `${shares[i][b].toFixed(2)}%`]),
@@ -258,19 +274,21 @@ function showEvolution(shown, range) {
       : "Check a statistic to chart it.";
     chart.replaceChildren(element("p", { class: "empty" }, why));
   }
+  // below: submissions per date, or per client the distinct clients
+  const [counted, count] = state.aggregation === "clients" ? ["Clients", (e) => e.clients] : ["Submissions", (e) => e.count];
   $("submissions-chart").replaceChildren(
     lineChart({
       dates,
       lines: shown.map((s, i) => ({
-        name: `${s.name} submissions`,
+        name: `${s.name} ${counted.toLowerCase()}`,
         series: i,
         stat: "submissions",
-        values: range.map((d) => byDate[i].get(d)?.count ?? null),
+        values: range.map((d) => (byDate[i].has(d) ? count(byDate[i].get(d)) : null)),
       })),
       format: (v) => compact.format(v),
       xTitle: what,
-      yTitle: "Submissions",
-      label: `Submissions of ${state.metric} per ${what.toLowerCase()}`,
+      yTitle: counted,
+      label: `${counted} of ${state.metric} per ${what.toLowerCase()}`,
       height: 260,
     }),
   );
@@ -285,13 +303,14 @@ function showEvolution(shown, range) {
       if (!e) return;
       const samples = e.histogram.reduce((a, b) => a + b, 0);
       const values = stats.map((stat) => statistic(e, stat));
-      rows.push([dates[n], s.name, number.format(e.count), number.format(samples), ...values.map((v) => number.format(v))]);
+      const weight = state.aggregation === "clients" ? e.clients : samples;
+      rows.push([dates[n], s.name, number.format(e.count), number.format(weight), ...values.map((v) => number.format(v))]);
     });
   });
   table(
     "evolution-table",
     `Per ${what.toLowerCase()}`,
-    [what, "Series", "Submissions", "Samples", ...stats.map(statisticName)],
+    [what, "Series", "Submissions", UNITS[state.aggregation].values, ...stats.map(statisticName)],
     rows,
   );
 }
@@ -320,11 +339,16 @@ function render({ range, found, missing }) {
     "Aggregated by": DATE_NAMES[state.kind].toLowerCase(),
     Dates: `${range.length}: ${showDate(state.from)} to ${showDate(state.to)}`,
     Channel: `${state.channel} ${state.version}`,
+    Aggregation: UNITS[state.aggregation].weighing,
   };
   $("summary").replaceChildren(
     ...Object.entries(summary).map(([term, value]) => element("div", {}, element("dt", {}, term), element("dd", {}, value))),
   );
   const notes = missing.map((name) => `No data for ${name}.`);
+  for (const f of found) {
+    const withheld = withheldText(f.answer);
+    if (withheld) notes.push(found.length > 1 ? `${f.name}: ${withheld}` : withheld);
+  }
   if (state.compare && state.filters[state.compare].length < 2) {
     notes.push(`Check two or more values of ${FILTER_NAMES[state.compare]} to compare them.`);
   }

@@ -4,6 +4,7 @@
 export const KINDS = ["build_id", "submission_date"];
 export const FILTERS = ["application", "architecture", "os", "osVersion", "child"];
 export const STATISTICS = ["mean", "5", "25", "50", "75", "95"];
+export const AGGREGATIONS = ["pings", "clients"]; // the API's `aggregation`: each ping, or each client, counts once
 const VIEWS = ["distribution", "evolution"];
 const SCALES = ["count", "percent"];
 const TEXTS = ["channel", "version", "metric", "label", "from", "to"];
@@ -21,6 +22,7 @@ export function parseState(search) {
     kind: choice("kind", KINDS, "submission_date"),
     compare: choice("compare", FILTERS, ""),
     scale: choice("scale", SCALES, SCALES[0]),
+    aggregation: choice("aggregation", AGGREGATIONS, AGGREGATIONS[0]),
     stats: query.has("stats") ? STATISTICS.filter((s) => query.get("stats").split(",").includes(s)) : DEFAULT_STATS,
     filters: Object.fromEntries(FILTERS.map((key) => [key, [...new Set(query.getAll(key))].sort(byValue)])),
   };
@@ -28,12 +30,14 @@ export function parseState(search) {
   return state;
 }
 
-/** The query string of a state: fixed key order, empty values left out, a filter's values as repeated keys. */
+/** The query string of a state: fixed key order, empty values left out, a filter's values as repeated keys; the
+ * aggregation only when it is not per ping, so links made before it existed are still the same. */
 export function stateQuery(state) {
   const query = new URLSearchParams();
   for (const key of ["view", "kind", ...TEXTS, "compare", "scale"]) {
     if (state[key]) query.append(key, state[key]);
   }
+  if (state.aggregation !== AGGREGATIONS[0]) query.append("aggregation", state.aggregation);
   query.append("stats", state.stats.join(","));
   for (const key of FILTERS) for (const value of state.filters[key]) query.append(key, value);
   return `?${query}`;
