@@ -95,27 +95,25 @@ def too_large(big: AnswerTooLarge) -> str:
 
 @dataclass(frozen=True)
 class Found:
-    """What an answer is made of: its layout, its description and how to sum its rows; for a client-level answer,
-    the fewest clients an entry is served with."""
+    """What an answer is made of: its layout, its description and how to sum its rows."""
 
     layout: Layout
     description: str
     summed: Callable[[], dict[tuple[date, str], Cell]]
-    fewest: int | None = None  # None: a per-ping answer
 
 
 async def _inline(reader: Reader, offloader: Offloader, query: MetricQuery, fewest: int | None) -> Body:
     """An answer whose rows hold at most `offloader.inline_cells` bucket counts, summed and encoded on the loop;
     raises LargeAnswer (from the reader, having read no histogram) for a larger one."""
-    found = await _found(reader, query, offloader.inline_cells, fewest)
-    head, cells = _served(found)
+    found = await _found(reader, query, within=offloader.inline_cells)
+    head, cells = _served(found, fewest)
     return Body(dumps(head | {"data": list(_entries(query, cells, found.layout))}))
 
 
 async def _large(reader: Reader, offloader: Offloader, query: MetricQuery, fewest: int | None) -> Body | Streamed:
     """A large answer: summed on a worker thread, then encoded there, in pieces when it spans several."""
-    found = await _found(reader, query, None, fewest)
-    head, cells = await offloader.run(lambda: _served(found))
+    found = await _found(reader, query, within=None)
+    head, cells = await offloader.run(lambda: _served(found, fewest))
     width = max((len(cell.histogram) for cell in cells.values()), default=1)
     entries = _entries(query, cells, found.layout)
     if len(cells) * width <= PIECE_CELLS:
@@ -123,7 +121,7 @@ async def _large(reader: Reader, offloader: Offloader, query: MetricQuery, fewes
     return Streamed(json_pieces(head, "data", entries, max(1, PIECE_CELLS // width)), offloader.run)
 
 
-async def _found(reader: Reader, query: MetricQuery, within: int | None, fewest: int | None) -> Found:
+async def _found(reader: Reader, query: MetricQuery, within: int | None) -> Found:
     """The original's answer's makings: its rows read here (unless they hold more than `within` bucket counts)."""
     if query.metric.startswith("USE_COUNTER2_"):
         numerators = await reader.cells(query, query.metric, within)
@@ -149,18 +147,18 @@ async def _found(reader: Reader, query: MetricQuery, within: int | None, fewest:
 
     undescribed = query.metric.startswith(("SIMPLE_MEASURES_", "USE_COUNTER"))  # "" in the original too
     description = "" if undescribed else await reader.description(query.metric)
-    return Found(layout, description, summed, fewest)
+    return Found(layout, description, summed)
 
 
-def _served(found: Found) -> tuple[dict, dict[tuple[date, str], Cell]]:
-    """The answer but its entries, which come last, and the cells to serve: a client-level answer withholds
-    the entries of fewer clients than `found.fewest` and says how many it withheld."""
+def _served(found: Found, fewest: int | None) -> tuple[dict, dict[tuple[date, str], Cell]]:
+    """The answer but its entries, which come last, and the cells to serve: a client-level answer (`fewest` not
+    None) withholds the entries of fewer clients than `fewest` and says how many it withheld."""
     head = {"buckets": found.layout.buckets(), "kind": found.layout.kind, "description": found.description}
     cells = found.summed()
-    if found.fewest is None:
+    if fewest is None:
         return head, cells
-    served = {key: cell for key, cell in cells.items() if cell.clients >= found.fewest}
-    return head | {"min_clients": found.fewest, "withheld": len(cells) - len(served)}, served
+    served = {key: cell for key, cell in cells.items() if cell.clients >= fewest}
+    return head | {"min_clients": fewest, "withheld": len(cells) - len(served)}, served
 
 
 def _entries(query: MetricQuery, cells: dict[tuple[date, str], Cell], layout: Layout) -> Iterator[dict]:
