@@ -18,7 +18,7 @@ from aggregator.layouts import Layout
 from aggregator.stats import RunStats
 
 if TYPE_CHECKING:
-    from aggregator.clients import ClientSamples
+    from aggregator.clients import ClientCells, ClientSamples
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 _SAFE_TOTAL = 2.0**62  # below this, int64 addition of non-negative values cannot overflow
@@ -257,16 +257,22 @@ def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggr
     )
 
 
+def row_shards(cells: "Aggregate | ClientCells", shards: int) -> np.ndarray:
+    """The shard of each row: by `shard_of` its dimensions, or by `group_shard` for metrics without a definition."""
+    dimension_shard = np.array([shard_of(d, shards, cells.columns) for d in cells.dimensions], dtype=np.int64)
+    row_shard = dimension_shard[cells.row_dimension]
+    if cells.undefined and len(cells.row_dimension):
+        undefined = np.array([m[0] in cells.undefined for m in cells.metrics], dtype=bool)[cells.row_metric]
+        grouped = np.array([group_shard(d, shards) for d in cells.dimensions], dtype=np.int64)
+        row_shard = np.where(undefined, grouped[cells.row_dimension], row_shard)
+    return row_shard
+
+
 def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
-    """The aggregate's cells dealt into `shards` disjoint aggregates: by `shard_of` their dimensions, or by
-    `group_shard` for metrics without a definition (rows selected as they are: merging sorts them); the run's
-    counters go with the first, so that summing the shards' counters counts each file once."""
-    dimension_shard = np.array([shard_of(d, shards, aggregate.columns) for d in aggregate.dimensions], dtype=np.int64)
-    row_shard = dimension_shard[aggregate.row_dimension]
-    if aggregate.undefined and len(aggregate):
-        undefined = np.array([m[0] in aggregate.undefined for m in aggregate.metrics], dtype=bool)[aggregate.row_metric]
-        grouped = np.array([group_shard(d, shards) for d in aggregate.dimensions], dtype=np.int64)
-        row_shard = np.where(undefined, grouped[aggregate.row_dimension], row_shard)
+    """The aggregate's cells dealt into `shards` disjoint aggregates by `row_shards` (rows selected as they are:
+    merging sorts them); the run's counters go with the first, so that summing the shards' counters counts each
+    file once."""
+    row_shard = row_shards(aggregate, shards)
     return [select_rows(aggregate, row_shard == s, aggregate.stats if s == 0 else RunStats()) for s in range(shards)]
 
 

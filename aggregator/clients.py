@@ -5,10 +5,12 @@ normalised histograms summed over clients, beside the number of distinct clients
 pings may be in any partition, so each partition keeps its samples with their client (`ClientSamples`, made by
 aggregator/extract.py), deals them into buckets by a hash of the client, and each bucket is reduced on its own
 (`client_level`): it holds every sample of its clients, so its clients' sums are whole, and its memory is its
-share of the day's samples, not of its clients.
+share of the day's samples, not of its clients. Its result stays sparse (`ClientCells`: the entries its clients
+gave), since its clients touch most of the day's cells: it is dealt into the shards of the per-ping reductions
+and made dense only against each part's own rows (`with_clients`).
 
-While reductions add them up, the normalised sums are fixed-point integers (`UNIT` to a client): integer sums do
-not depend on the order they are added in, so the result does not depend on how the input was partitioned.
+Until then, the normalised sums are fixed-point integers (`UNIT` to a client): integer sums do not depend on the
+order they are added in, so the result does not depend on how the input was partitioned.
 """
 
 import hashlib
@@ -25,6 +27,7 @@ from aggregator.aggregate import (
     Metric,
     drop_build_id,
     metric_order,
+    row_shards,
     saturating_add_at,
 )
 
@@ -50,6 +53,50 @@ class ClientSamples:
 
     def __len__(self) -> int:
         return len(self.client)
+
+
+@dataclass
+class ClientCells:
+    """Client-level cells of one kind, sparse: per row (a dimension set and a metric) its distinct clients, and
+    per entry its row, its bucket and its share in `UNIT`s (a client's count over its total in the cell).
+    Entries of a row add up; rows of cells from other client reductions add up too (their clients differ)."""
+
+    columns: tuple[str, ...]
+    dimensions: list[tuple[str, ...]]
+    metrics: list[Metric]
+    row_dimension: np.ndarray  # int32 (R,)
+    row_metric: np.ndarray  # int32 (R,)
+    clients: np.ndarray  # int64 (R,)
+    entry_row: np.ndarray  # int32 (E,)
+    entry_column: np.ndarray  # int32 (E,)
+    share: np.ndarray  # int64 (E,)
+    undefined: frozenset[str] = frozenset()
+
+    @classmethod
+    def empty(cls, columns: tuple[str, ...]) -> "ClientCells":
+        i32 = np.zeros(0, np.int32)
+        return cls(columns, [], [], i32, i32, np.zeros(0, np.int64), i32, i32, np.zeros(0, np.int64))
+
+    def split(self, shards: int) -> list["ClientCells"]:
+        """The cells dealt into the shards of the per-ping reductions, by the rule of `aggregate.split`."""
+        row_shard = row_shards(self, shards)
+        return [self._select(row_shard == s) for s in range(shards)]
+
+    def _select(self, rows: np.ndarray) -> "ClientCells":
+        new_row = np.cumsum(rows) - 1
+        entries = rows[self.entry_row]
+        return ClientCells(
+            self.columns,
+            self.dimensions,
+            self.metrics,
+            self.row_dimension[rows],
+            self.row_metric[rows],
+            self.clients[rows],
+            new_row[self.entry_row[entries]].astype(np.int32),
+            self.entry_column[entries],
+            self.share[entries],
+            self.undefined,
+        )
 
 
 def client_hashes(client_ids: list[str]) -> np.ndarray:
@@ -82,13 +129,12 @@ def _select(samples: ClientSamples, keep: np.ndarray) -> ClientSamples:
     )
 
 
-def client_level(parts: Sequence[ClientSamples | None]) -> tuple[Aggregate, Aggregate]:
+def client_level(parts: Sequence[ClientSamples | None]) -> tuple[ClientCells, ClientCells]:
     """Client-level cells of both kinds (build id, submission date) from every sample of a bucket's clients
-    (None: a partition with none): `counts` are distinct clients, `histogram` the normalised sums in `UNIT`s,
-    `sums` zero."""
+    (None: a partition with none)."""
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
-        return Aggregate.empty(BUILD_ID_COLUMNS), Aggregate.empty(SUBMISSION_DATE_COLUMNS)
+        return ClientCells.empty(BUILD_ID_COLUMNS), ClientCells.empty(SUBMISSION_DATE_COLUMNS)
     dimensions = sorted({d for p in parts for d in p.dimensions})
     metrics = sorted({m for p in parts for m in p.metrics}, key=metric_order)
     dim_rank = {d: i for i, d in enumerate(dimensions)}
@@ -141,7 +187,7 @@ class _Cells:
 
     def weighted(
         self, columns: tuple[str, ...], dimensions: list[tuple[str, ...]], dimension: np.ndarray, undefined: frozenset
-    ) -> Aggregate:
+    ) -> ClientCells:
         """The cells of one kind: a client's samples of a cell summed, normalised, then added over clients."""
         width = max(len(self.metrics), 1)
         cell = dimension * width + self.metric
@@ -149,26 +195,22 @@ class _Cells:
         group_cell, group = _groups(self.client, cell, len(dimensions) * width)
         group_total = np.bincount(group, weights=self.total, minlength=len(group_cell))
         keys, group_row = np.unique(group_cell, return_inverse=True)
-        layouts = np.array([len(m[3].bounds) for m in self.metrics], dtype=np.int64)
-        row_metric = keys % width
-        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-        np.cumsum(layouts[row_metric], out=offsets[1:])
-        histogram = np.zeros(int(offsets[-1]), dtype=np.int64)
+        rows, shares = [], []
         for samples, entries in self._slices():
             entry_group = group[samples]
-            share = np.rint(self.value[entries] / group_total[entry_group] * UNIT).astype(np.int64)
-            saturating_add_at(histogram, offsets[group_row[entry_group]] + self.column[entries], share)
-        return Aggregate(
+            rows.append(group_row[entry_group].astype(np.int32))
+            shares.append(np.rint(self.value[entries] / group_total[entry_group] * UNIT).astype(np.int64))
+        return ClientCells(
             columns,
             dimensions,
             self.metrics,
             (keys // width).astype(np.int32),
-            row_metric.astype(np.int32),
-            offsets,
-            np.zeros(len(keys), dtype=np.int64),
+            (keys % width).astype(np.int32),
             np.bincount(group_row, minlength=len(keys)).astype(np.int64),
-            histogram,
-            undefined=undefined,
+            np.concatenate(rows) if rows else np.zeros(0, np.int32),
+            self.column,
+            np.concatenate(shares) if shares else np.zeros(0, np.int64),
+            undefined,
         )
 
 
@@ -187,28 +229,29 @@ def _groups(client: np.ndarray, cell: np.ndarray, cells: int) -> tuple[np.ndarra
     return cell[order][first], group
 
 
-def with_clients(aggregate: Aggregate, client_cells: Aggregate) -> Aggregate:
-    """`aggregate` (canonical: sorted tables and rows) with the client-level arrays of `client_cells` (from
-    `client_level`, reduced) set on its rows; a row no client-level cell matches (all its pings without a
-    usable clientId) has no clients."""
+def with_clients(aggregate: Aggregate, parts: Sequence[ClientCells]) -> Aggregate:
+    """`aggregate` (canonical: sorted tables and rows) with the client-level arrays of its cells, summed from
+    `parts` (client reductions' cells of its shard); a row no part has (all its pings without a usable clientId)
+    has no clients. Cells of the parts that `aggregate` lacks (its other dates) are left out."""
     clients = np.zeros(len(aggregate), dtype=np.int64)
-    histogram = np.zeros(len(aggregate.histogram), dtype=np.float64)
-    if len(aggregate) and len(client_cells):
-        dim_rank = {d: i for i, d in enumerate(aggregate.dimensions)}
-        metric_rank = {m: i for i, m in enumerate(aggregate.metrics)}
-        width = len(aggregate.metrics)
-        dim_map = np.array([dim_rank.get(d, -1) for d in client_cells.dimensions], dtype=np.int64)
-        metric_map = np.array([metric_rank.get(m, -1) for m in client_cells.metrics], dtype=np.int64)
-        d, m = dim_map[client_cells.row_dimension], metric_map[client_cells.row_metric]
-        keys = aggregate.row_dimension.astype(np.int64) * width + aggregate.row_metric
+    fixed = np.zeros(len(aggregate.histogram), dtype=np.int64)
+    dim_rank = {d: i for i, d in enumerate(aggregate.dimensions)}
+    metric_rank = {m: i for i, m in enumerate(aggregate.metrics)}
+    width = len(aggregate.metrics)
+    keys = aggregate.row_dimension.astype(np.int64) * width + aggregate.row_metric
+    for cells in parts:
+        if not len(aggregate) or not len(cells.row_dimension):
+            continue
+        dim_map = np.array([dim_rank.get(d, -1) for d in cells.dimensions], dtype=np.int64)
+        metric_map = np.array([metric_rank.get(m, -1) for m in cells.metrics], dtype=np.int64)
+        d, m = dim_map[cells.row_dimension], metric_map[cells.row_metric]
         wanted = np.where((d >= 0) & (m >= 0), d * width + m, -1)
         row = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        found = keys[row] == wanted
-        row = row[found]
-        clients[row] = client_cells.counts[found]
-        sizes = np.diff(client_cells.row_offset)[found]
-        source = np.repeat(client_cells.row_offset[:-1][found] - np.cumsum(sizes) + sizes, sizes)
-        target = np.repeat(aggregate.row_offset[row] - np.cumsum(sizes) + sizes, sizes)
-        step = np.arange(int(sizes.sum()))
-        histogram[target + step] = client_cells.histogram[source + step] / UNIT
-    return Aggregate(**{**vars(aggregate), "clients": clients, "client_histogram": histogram})
+        row[keys[row] != wanted] = -1
+        found = row >= 0
+        np.add.at(clients, row[found], cells.clients[found])
+        entry_row = row[cells.entry_row]
+        kept = entry_row >= 0
+        positions = aggregate.row_offset[entry_row[kept]] + cells.entry_column[kept]
+        saturating_add_at(fixed, positions, cells.share[kept])
+    return Aggregate(**{**vars(aggregate), "clients": clients, "client_histogram": fixed / UNIT})

@@ -30,7 +30,7 @@ from aggregator.tasks import (
     aggregate_chunk,
     client_bucket,
     deal_clients,
-    merge_levels,
+    gather_levels,
     split_levels,
     stage_reduction,
     without_samples,
@@ -323,7 +323,7 @@ def _aggregate_and_stage(
                 stage = partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part)
                 if clients is not None:
                     of_shard = clients.pluck(s) if shards > 1 else clients
-                    weighted = of_shard.reduction(merge_levels, merge_levels, split_every=config.split_every)
+                    weighted = of_shard.reduction(gather_levels, gather_levels, split_every=False)
                     stages[date, s] = joined(stage_reduction.__name__, stage, total, weighted)
                 else:
                     # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from aggregator.aggregate import Aggregate, by_submission_date, merge, one_day, split
-from aggregator.clients import ClientSamples, client_level, split_clients, with_clients
+from aggregator.aggregate import Aggregate, by_submission_date, one_day
+from aggregator.clients import ClientCells, ClientSamples, client_level, split_clients, with_clients
 from aggregator.extract import FILTER_REASONS, Accumulator, Options
 from aggregator.inputs import UNREADABLE, Chunk, Lines
 from aggregator.layouts import Definitions
@@ -81,7 +81,9 @@ class Staged:
     names: dict[str, set[str]] = field(default_factory=dict)
 
 
-Levels = tuple[Aggregate, Aggregate]  # client-level cells, build-id and submission-date kinds (aggregator/clients.py)
+Levels = tuple[
+    ClientCells, ClientCells
+]  # client-level cells, build-id and submission-date kinds (aggregator/clients.py)
 
 
 def without_samples(aggregate: Aggregate) -> Aggregate:
@@ -102,17 +104,17 @@ def client_bucket(partitions: list[list[list[ClientSamples | None]]], bucket: in
 
 def split_levels(levels: Levels, shards: int) -> list[Levels]:
     """Client-level cells dealt into the shards of the per-ping reductions, as `split` deals those."""
-    return list(zip(*(split(level, shards) for level in levels), strict=True))
+    return list(zip(*(level.split(shards) for level in levels), strict=True))
 
 
-def merge_levels(parts) -> Levels:
-    """The client-level reductions' combine step: each kind's cells summed."""
-    parts = list(parts)
-    return merge([p[0] for p in parts]), merge([p[1] for p in parts])
+def gather_levels(parts) -> list[Levels]:
+    """One shard's client-level cells from every client reduction (a list of them, or lists of them), as they
+    are: `with_clients` adds them up against the part's rows."""
+    return [levels for part in parts for levels in (part if isinstance(part, list) else [part])]
 
 
 def stage_reduction(
-    total: Aggregate, clients: Levels | None = None, *, snapshot: str, run_id: str, part: str
+    total: Aggregate, clients: list[Levels] | None = None, *, snapshot: str, run_id: str, part: str
 ) -> Staged:
     """Stage the cells of one reduction, both kinds, as part `part` of the run of each submission date it holds
     (one, unless it reduced files from outside the submission_date folders), with their client-level arrays
@@ -123,7 +125,8 @@ def stage_reduction(
         staged.stats.overflow += build_id.stats.overflow - total.stats.overflow
         submission_date = by_submission_date(build_id)
         if clients is not None:
-            build_id, submission_date = with_clients(build_id, clients[0]), with_clients(submission_date, clients[1])
+            build_id = with_clients(build_id, [levels[0] for levels in clients])
+            submission_date = with_clients(submission_date, [levels[1] for levels in clients])
         staged.parts[date] = {
             kind: (part, stage_part(snapshot, kind, date, run_id, part, aggregate), len(aggregate))
             for kind, aggregate in (("build_id", build_id), ("submission_date", submission_date))
