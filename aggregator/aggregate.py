@@ -191,9 +191,11 @@ def _collapse(
     new_offset = np.zeros(len(unique_keys) + 1, dtype=np.int64)
     np.cumsum(new_sizes, out=new_offset[1:])
     old_start = np.cumsum(sizes) - sizes
-    # bucket i of old row r moves to new_offset[group[r]] + (i - old_start[r]): one shift per row
-    targets = np.repeat(new_offset[group] - old_start, sizes)
-    targets += np.arange(len(histogram))
+    # bucket i of old row r moves to new_offset[group[r]] + (i - old_start[r]): one shift per row; int32 when the
+    # buckets allow, as this is the reduction's largest array and half its memory traffic
+    index = np.int32 if len(histogram) < 2**31 else np.int64
+    targets = np.repeat((new_offset[group] - old_start).astype(index), sizes)
+    targets += np.arange(len(histogram), dtype=index)
     new_histogram = np.zeros(int(new_offset[-1]), dtype=np.int64)
     new_sums = np.zeros(len(unique_keys), dtype=np.int64)
     new_counts = np.zeros(len(unique_keys), dtype=np.int64)
