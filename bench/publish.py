@@ -32,7 +32,7 @@ from report import machine, write_section  # bench/report.py, beside this file
 
 from aggregator.aggregate import BUILD_ID_COLUMNS, Aggregate
 from aggregator.layouts import Layout
-from aggregator.store.encode import LEAF_COLUMNS, ROLLUP_COLUMNS, Contribution
+from aggregator.store.encode import Contribution, copy_columns
 from aggregator.store.publish import publish_aggregate
 from aggregator.store.schema import LEAF_INDEX, ROLLUP_INDEXES, migrate
 from aggregator.store.trim import trim
@@ -97,12 +97,14 @@ def attrs_of(day: date) -> dict:
     return {"kind": "build_id", "submission_date": f"{day:%Y%m%d}", "run_id": f"bench-{token}", "digest": token}
 
 
-async def bare_copy(conn: asyncpg.Connection, leaf: bytes, rollup: bytes, indexed: bool = False) -> None:
+async def bare_copy(
+    conn: asyncpg.Connection, leaf: bytes, rollup: bytes, columns: tuple[tuple[str, ...], ...], indexed: bool = False
+) -> None:
     """The same rows as a publish writes (leaf and rollup), already encoded, into plain tables (`indexed`:
     with the leaf's and the rollup's indexes, to show what they cost)."""
     tables = (
-        ("aggregates", "aggregates_build_id", leaf, LEAF_COLUMNS, [LEAF_INDEX]),
-        ("aggregates_all", "aggregates_all", rollup, ROLLUP_COLUMNS, list(ROLLUP_INDEXES.values())),
+        ("aggregates", "aggregates_build_id", leaf, columns[0], [LEAF_INDEX]),
+        ("aggregates_all", "aggregates_all", rollup, columns[1], list(ROLLUP_INDEXES.values())),
     )
     for table, like, data, columns, indexes in tables:
         await conn.execute(f"DROP TABLE IF EXISTS bare_{table}; CREATE TABLE bare_{table} (LIKE {like})")
@@ -118,6 +120,7 @@ async def run(args: argparse.Namespace) -> str:
     contribution.derive()
     layout_ids = {layout: 1 for layout in contribution.layouts()}
     leaf, rollup = (b"".join(contribution.copy_stream(a, layout_ids)) for a in (aggregate, contribution.rollup))
+    columns = (copy_columns(aggregate), copy_columns(contribution.rollup))
     name = f"ta_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(args.dsn)
     await admin.execute(f"CREATE DATABASE {name}")
@@ -129,8 +132,8 @@ async def run(args: argparse.Namespace) -> str:
             bare_s, indexed_s, publish_s = await best_of(
                 args.repeat,
                 lambda: conn.execute("CHECKPOINT"),  # no job writes out the pages the one before it dirtied
-                lambda: bare_copy(conn, leaf, rollup),
-                lambda: bare_copy(conn, leaf, rollup, indexed=True),
+                lambda: bare_copy(conn, leaf, rollup, columns),
+                lambda: bare_copy(conn, leaf, rollup, columns, indexed=True),
                 lambda: publish_aggregate(conn, aggregate, attrs_of(DAY), "bench"),
             )
             older = DAY - timedelta(days=1)

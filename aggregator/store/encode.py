@@ -3,8 +3,9 @@ COPY streams, the layouts and the catalog.
 
 Why a hand-written COPY encoder: asyncpg's `copy_records_to_table` makes a Python int of every bucket and
 encodes them one by one, about 3x slower than Postgres ingests the same rows. Here numpy writes the buckets in
-Postgres' binary array format a batch at a time, and a row is the join of four byte strings: its dimension
-fields and its metric fields (both encoded once per distinct value), its fixed-size tail and its buckets.
+Postgres' binary array format a batch at a time, and a row is the join of six byte strings: its dimension
+fields and its metric fields (both encoded once per distinct value), its fixed-size tail and its buckets, then
+its clients and their buckets (the client-level weighting).
 """
 
 import hashlib
@@ -62,10 +63,12 @@ _CLIENT_TAIL = np.dtype(  # clients, then the client histogram's array header: 3
 _FLOAT_ELEMENT = np.dtype([("size", ">i4"), ("value", ">f8")])
 
 
+_NO_CLIENTS = struct.pack(">iqi", 8, 0, -1)  # clients 0 and a NULL client histogram: a run without the weighting
+
+
 def copy_columns(aggregate: Aggregate) -> tuple[str, ...]:
-    """The columns of the COPY of a leaf's or a rollup's rows."""
-    cells = LEAF_COLUMNS if "application" in aggregate.columns else ROLLUP_COLUMNS
-    return cells + CLIENT_COLUMNS if aggregate.clients is not None else cells
+    """The columns of the COPY of a leaf's or a rollup's rows: all of them (a staged leaf has no defaults)."""
+    return (LEAF_COLUMNS if "application" in aggregate.columns else ROLLUP_COLUMNS) + CLIENT_COLUMNS
 
 
 def parse_day(text: str) -> date | None:
@@ -284,7 +287,6 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
     order = index_order(aggregate)
     sizes = np.diff(aggregate.row_offset)
     weighted = aggregate.clients is not None
-    fields = 6 if weighted else 4
     yield HEADER
     for start in range(0, len(order), _BATCH):
         rows = order[start : start + _BATCH]
@@ -302,12 +304,12 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
         buckets = np.repeat(aggregate.row_offset[rows] - ends[:-1], lengths) + np.arange(ends[-1])
         elements["value"] = aggregate.histogram[buckets]
         values, bounds = elements.tobytes(), (ends * 12).tolist()
-        pieces: list[bytes] = [b""] * (fields * len(rows))  # built by column, joined by row: the fastest in CPython
-        pieces[0::fields] = map(dims.__getitem__, aggregate.row_dimension[rows].tolist())
-        pieces[1::fields] = map(metrics.__getitem__, aggregate.row_metric[rows].tolist())
+        pieces: list[bytes] = [b""] * (6 * len(rows))  # built by column, joined by row: the fastest in CPython
+        pieces[0::6] = map(dims.__getitem__, aggregate.row_dimension[rows].tolist())
+        pieces[1::6] = map(metrics.__getitem__, aggregate.row_metric[rows].tolist())
         # numpy makes the tails' bytes objects; its "S" type drops trailing NULs, and a tail ends with lower = 1
-        pieces[2::fields] = tail.view("S48").tolist()
-        pieces[3::fields] = [values[a:b] for a, b in itertools.pairwise(bounds)]
+        pieces[2::6] = tail.view("S48").tolist()
+        pieces[3::6] = [values[a:b] for a, b in itertools.pairwise(bounds)]
         if weighted:
             client_tail = np.empty(len(rows), _CLIENT_TAIL)
             client_tail["clients_size"], client_tail["clients"] = 8, aggregate.clients[rows]
@@ -316,7 +318,9 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
             floats = np.empty(int(ends[-1]), _FLOAT_ELEMENT)
             floats["size"], floats["value"] = 8, aggregate.client_histogram[buckets]
             float_values = floats.tobytes()
-            pieces[4::fields] = client_tail.view("S36").tolist()
-            pieces[5::fields] = [float_values[a:b] for a, b in itertools.pairwise(bounds)]
+            pieces[4::6] = client_tail.view("S36").tolist()
+            pieces[5::6] = [float_values[a:b] for a, b in itertools.pairwise(bounds)]
+        else:
+            pieces[4::6] = [_NO_CLIENTS] * len(rows)
         yield b"".join(pieces)
     yield TRAILER
