@@ -334,6 +334,9 @@ def _demo(args: argparse.Namespace) -> int:
     return _demo_serve(config.snapshot, corpus.dates, port, args.no_serve)
 
 
+DEMO_MIN_CLIENTS = "*=1"
+
+
 def _demo_serve(snapshot: str, dates: list[str], port: int, no_serve: bool) -> int:
     """Publish into Postgres (the configured one, else a local `telemetry_demo`), then serve it."""
     from server.app import serve, settings_from_env
@@ -342,6 +345,9 @@ def _demo_serve(snapshot: str, dates: list[str], port: int, no_serve: bool) -> i
     database = asyncio.run(demo_database())
     asyncio.run(publish(database, snapshot, dates))
     print("\n".join(database_lines(database, configured())))
+    # a demo day has a few hundred clients: GLAM's thresholds (the default) would withhold every client-level entry
+    os.environ.setdefault("API_MIN_CLIENTS", DEMO_MIN_CLIENTS)
+    print(f"client-level answers served from API_MIN_CLIENTS={os.environ['API_MIN_CLIENTS']} clients per entry")
     settings = settings_from_env(port=port, database=database)
     base = f"http://{settings.host}:{settings.port}"
     print(f"\nServing on {base}; try:\n  " + "\n  ".join(asyncio.run(example_urls(database, base))))

@@ -176,6 +176,15 @@ SETTINGS: tuple[Setting, ...] = (
         "65,000 bucket counts (640 KB of JSON for counts of nine digits, less gzipped): 30 s lets through a client "
         "that reads 20 KB a second.",
     ),
+    Setting(
+        "API_MIN_CLIENTS",
+        "release=625001,beta=9001,nightly=376,*=101",
+        "Fewest distinct clients an entry needs to be served with `aggregation=clients`: `channel=N` pairs, `*=N` "
+        "for the other channels. An entry with fewer is withheld, and counted in the answer's `withheld`. GLAM's "
+        "thresholds (bigquery-etl's GLAM extract): it serves client-level aggregates of more than 625,000 clients "
+        "on release, 9,000 on beta, 375 on nightly and 100 elsewhere, as fewer are noisy and come close to "
+        "describing single clients. At least 1: an entry without client-level data is never served.",
+    ),
     Setting("API_MAX_AGE", "300", "Cache-Control max-age (seconds) of data responses; ETags revalidate them."),
     Setting("API_LEDGER_POLL_SECONDS", "1", "How often the API looks for a new publish (0: on every request)."),
     Setting("API_FORCE_HTTPS", "False", "`True`: redirect plain-HTTP requests to https, as the original did."),

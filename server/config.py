@@ -1,29 +1,13 @@
-"""The service's settings, read once from the declared environment variables (aggregator/settings.py, and
-`SERVICE_SETTINGS` below).
+"""The service's settings, read once from the declared environment variables (aggregator/settings.py).
 
 A frozen dataclass rather than globals, so tests build apps with `dataclasses.replace(settings, ...)`.
 """
 
-import os
 import re
 from dataclasses import dataclass, field
 
-from aggregator.settings import Setting, SettingError, flag, number, setting
+from aggregator.settings import SettingError, flag, number, setting
 
-# The settings of client-level answers, declared as aggregator/settings.py declares the others, and listed after
-# them in docs/settings.md.
-SERVICE_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "API_MIN_CLIENTS",
-        "release=625001,beta=9001,nightly=376,*=101",
-        "Fewest distinct clients an entry needs to be served with `aggregation=clients`: `channel=N` pairs, `*=N` "
-        "for the other channels. An entry with fewer is withheld, and counted in the answer's `withheld`. GLAM's "
-        "thresholds (bigquery-etl's GLAM extract): it serves client-level aggregates of more than 625,000 clients "
-        "on release, 9,000 on beta, 375 on nightly and 100 elsewhere, as fewer are noisy and come close to "
-        "describing single clients. At least 1: an entry without client-level data is never served.",
-    ),
-)
-_SERVICE = {s.name: s for s in SERVICE_SETTINGS}
 CHANNEL_KEY = re.compile(r"[a-z]{1,32}|\*")
 WHOLE = re.compile(r"[0-9]{1,18}")
 
@@ -42,7 +26,7 @@ class PerChannel:
 def per_channel(name: str, low: int = 1) -> PerChannel:
     """A setting of `channel=N` pairs separated by commas, one of them `*=N` for the other channels; raises
     SettingError naming the variable when it is not that."""
-    value = os.environ.get(name, _SERVICE[name].default) or ""
+    value = setting(name) or ""
     pairs: dict[str, int] = {}
     for item in value.split(","):
         channel, _, text = item.strip().partition("=")

@@ -85,6 +85,7 @@ async def example_urls(database: dict, base: str) -> list[str]:
         f"{base}/filters/?channel={channel}&version={version}",
         metric("GC_MS"),
         metric("GC_MS", os="Linux", child="parent", stats="true"),
+        metric("GC_MS", aggregation="clients", stats="true"),
         metric("IPC_READ_MAIN_THREAD_LATENCY_MS"),
         metric("SCALARS_BROWSER.ENGAGEMENT.ACTIVE_TICKS"),
         f"{base}/freshness/",

@@ -27,7 +27,7 @@ from bench.load import publish
 from server import views
 from server.app import create_app
 from server.cache import GZIP_MIN_BYTES
-from server.config import SERVICE_SETTINGS, PerChannel, per_channel
+from server.config import PerChannel, per_channel
 from server.params import AGGREGATIONS
 from tests.conftest import FILTER_COLUMNS, KINDS, reference_cells, settings_for, summed
 from tests.reference import Reference, reference_aggregate
@@ -483,10 +483,3 @@ def test_min_clients_is_read_per_channel(monkeypatch):
         monkeypatch.setenv("API_MIN_CLIENTS", bad)
         with pytest.raises(SettingError, match="API_MIN_CLIENTS"):
             per_channel("API_MIN_CLIENTS")
-
-
-def test_the_settings_page_lists_the_services_settings():
-    """docs/settings.md's second table is the declared one, row for row."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text()
-    table = text.split("<!-- service-settings -->\n")[1].strip().splitlines()[2:]
-    assert table == [f"| `{s.name}` | `{s.default}` | {s.help} |" for s in SERVICE_SETTINGS]
