@@ -46,9 +46,9 @@ class ClientSamples:
     client: np.ndarray  # uint64 (S,): a hash of the clientId
     dimension: np.ndarray  # int32 (S,)
     metric: np.ndarray  # int32 (S,)
-    size: np.ndarray  # int64 (S,): its entries
+    size: np.ndarray  # int32 (S,): its entries
     column: np.ndarray  # int32 (E,): the bucket of each entry in its metric's layout
-    value: np.ndarray  # int64 (E,)
+    value: np.ndarray  # int32, or int64 when a count needs it (E,)
     undefined: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
@@ -97,6 +97,12 @@ class ClientCells:
             self.share[entries],
             self.undefined,
         )
+
+
+def narrowed(values: np.ndarray) -> np.ndarray:
+    """Non-negative counts as int32 when they all fit (nearly always), else as int64: they wait in memory until
+    every partition of their day is read."""
+    return values.astype(np.int32) if not len(values) or values.max() < 2**31 else values
 
 
 def client_hashes(client_ids: list[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
 from aggregator.bounds import Limits, utf8_length
 from aggregator.buckets import scalar_buckets
-from aggregator.clients import ClientSamples, client_hashes
+from aggregator.clients import ClientSamples, client_hashes, narrowed
 from aggregator.layouts import (
     COUNT_LAYOUT,
     MAX_BOUND,
@@ -730,11 +730,11 @@ class Accumulator:
         usable = clients >= 0
         self._client_samples.append(
             (
-                clients[usable],
-                rows[usable],
-                np.concatenate([entry_counts, np.ones(len(rows) - histograms, dtype=np.int64)])[usable],
-                np.concatenate([columns[kept], s_columns[usable[histograms:]]]),
-                np.concatenate([values[kept], np.ones(int(np.count_nonzero(usable[histograms:])), dtype=np.int64)]),
+                clients[usable].astype(np.int32),
+                rows[usable].astype(np.int32),
+                np.concatenate([entry_counts, np.ones(len(rows) - histograms, np.int64)])[usable].astype(np.int32),
+                np.concatenate([columns[kept], s_columns[usable[histograms:]]]).astype(np.int32),
+                narrowed(np.concatenate([values[kept], np.ones(int(np.count_nonzero(usable[histograms:])), np.int64)])),
             )
         )
 
@@ -852,7 +852,7 @@ class Accumulator:
 
     def _samples(self, dimensions: list[tuple[str, ...]], metrics: list) -> ClientSamples:
         """The partition's samples per client (kept at each flush), with their rows resolved to cells."""
-        kept = list(zip(*self._client_samples, strict=True)) or [[np.zeros(0, np.int64)]] * 5
+        kept = list(zip(*self._client_samples, strict=True)) or [[np.zeros(0, np.int32)]] * 5
         client, row, size, column, value = (np.concatenate(a) for a in kept)
         return ClientSamples(
             dimensions,
@@ -861,7 +861,7 @@ class Accumulator:
             self.row_dimension[row].astype(np.int32),
             self.row_metric[row].astype(np.int32),
             size,
-            column.astype(np.int32),
+            column,
             value,
             frozenset(self.undefined),
         )
