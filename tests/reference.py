@@ -73,6 +73,7 @@ Decisions where docs/semantics.md leaves room (each one is a choice of this orac
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import math
 import re
@@ -697,17 +698,27 @@ def reference_aggregate(
 def _client_level(states: dict[tuple, Acc]) -> dict[tuple, tuple[int, tuple[float, ...]]]:
     """Per cell (the key without its client): how many clients have it, and the sum of their normalised counts.
     A client's total is its counts at bucket bounds, each once; a client whose counts are all zero (or all off
-    the layout) counts as a client and adds nothing."""
+    the layout) counts as a client and adds nothing. A count goes to every position of its bound, as in
+    `_complete`."""
     clients: dict[tuple, int] = {}
-    shares: dict[tuple, list[list[float]]] = {}
+    shares: dict[tuple, list[float]] = {}
     for key, acc in states.items():
-        cell, (_, bounds) = key[1:], key[-1]
-        bound_set = set(bounds)
-        total = sum(value for k, value in acc["histogram"].items() if int(k) in bound_set)
-        counts = _complete(key[-1], {"histogram": acc["histogram"], "sum": 0, "count": 0})[2]
+        cell, bounds = key[1:], key[-1][1]
+        positions = _positions(bounds)
+        counts = [(positions[int(k)], value) for k, value in acc["histogram"].items() if int(k) in positions]
+        total = sum(value for _, value in counts)
         clients[cell] = clients.get(cell, 0) + 1
-        columns = shares.setdefault(cell, [[] for _ in bounds])
-        if total:
-            for column, count in enumerate(counts):
-                columns[column].append(count / total)
-    return {cell: (clients[cell], tuple(math.fsum(c) for c in shares[cell])) for cell in clients}
+        sums = shares.setdefault(cell, [0.0] * len(bounds))
+        for where, value in counts if total else ():
+            for index in where:
+                sums[index] += value / total
+    return {cell: (clients[cell], tuple(shares[cell])) for cell in clients}
+
+
+@functools.cache
+def _positions(bounds: tuple[int, ...]) -> dict[int, list[int]]:
+    """Each bound's positions in a layout (a bound repeats in some linear layouts)."""
+    positions: dict[int, list[int]] = {}
+    for index, bound in enumerate(bounds):
+        positions.setdefault(bound, []).append(index)
+    return positions
