@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import gzip
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -32,14 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from distributed import Client, LocalCluster, Scheduler, Worker
+from distributed import Scheduler, Worker
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 from report import machine, write_section  # bench/report.py, beside this file
 
 from aggregator.extract import Options
 from aggregator.inputs import discover
-from aggregator.job import JobConfig, run_job, shard_count
+from aggregator.job import JobConfig, connect, run_job, shard_count
 from aggregator.layouts import Definitions
 from aggregator.tasks import aggregate_chunk
 
@@ -324,24 +325,30 @@ def moments(run: Timeline) -> list[str]:
     return rows + [f"| {t - run.started:.2f} | {what} |" for t, what in sorted(events)]
 
 
+def peak_rss() -> int:
+    """A worker's peak resident memory in bytes: VmHWM, as getrusage's ru_maxrss keeps the peak of the process a
+    worker was forked from across its exec."""
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1)) * 1024
+
+
 def end_to_end(corpus, workers: int, snapshot: Path, shards: int | None = None) -> tuple[float, list[int]]:
-    """Wall time of a whole run on a fresh LocalCluster, and each worker's peak RSS in bytes."""
+    """Wall time of a whole run on a fresh LocalCluster started as `aggregator run` starts it (`connect`: its
+    cluster settings), and each worker's peak RSS in bytes."""
     started = time.perf_counter()
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        config = JobConfig(
-            inputs=[corpus.output],
-            snapshot=str(snapshot),
-            dates=corpus.dates,
-            definitions=corpus.histograms_definitions,
-            shards=shards,
-            progress=False,
-        )
+    config = JobConfig(
+        inputs=[corpus.output],
+        snapshot=str(snapshot),
+        dates=corpus.dates,
+        definitions=corpus.histograms_definitions,
+        shards=shards,
+        workers=workers,
+        dashboard_address=":0",
+        progress=False,
+    )
+    with connect(config) as client:
         run_job(config, client=client, say=lambda *_: None)
         seconds = time.perf_counter() - started
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        peaks = client.run(peak_rss)
     return seconds, sorted(peaks.values())
 
 
