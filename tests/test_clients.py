@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
+from aggregator.clients import _groups
 from aggregator.job import JobConfig, run_job
 from aggregator.snapshot import read_run
 from tests.test_reference import DATE, DEFINITIONS, DELETE, DIMS, SD_DIMS, make_ping
@@ -94,3 +95,17 @@ def test_without_clients_the_run_has_no_client_level_arrays(tmp_path, local_clie
     cells = run(tmp_path, local_client, [ping("a", {"1": 1})], clients=False)
     assert cells["submission_date", SD_DIMS, "LIN"] == ([0, 1, *[0] * 9], None)
     assert not np.any([key[0] == "unusable_client_id" for key in cells["dropped"]])
+
+
+def test_pairs_past_one_integer_are_grouped_as_those_within():
+    """(client, cell) pairs too many to number as one int64 are grouped by sorting on both: the same groups."""
+    rng = np.random.default_rng(1)
+    client, cell = rng.integers(0, 50, 1000), rng.integers(0, 30, 1000)
+    within, past = _groups(client, cell, 30), _groups(client, cell, 2**62)
+    for cells, group in (within, past):
+        assert (cells[group] == cell).all()  # each sample's group holds its cell
+
+    def partition(group: np.ndarray) -> set[frozenset[int]]:
+        return {frozenset(np.flatnonzero(group == g).tolist()) for g in np.unique(group)}
+
+    assert partition(within[1]) == partition(past[1]) == partition(client * 30 + cell)
