@@ -32,35 +32,20 @@ _CELLS = ("metric", "label", "process", "layout", "sum", "count", "histogram")
 LEAF_COLUMNS = ("kind", "submission_date", "channel", "version", "date", *_FILTERS, *_CELLS)
 ROLLUP_COLUMNS = ("kind", "submission_date", "channel", "version", "date", *_CELLS)
 CLIENT_COLUMNS = ("clients", "client_histogram")  # written when the run has the client-level weighting
-_TAIL = np.dtype(
-    [  # sum, count, then the histogram's length and array header: 48 bytes, big-endian, unpadded
-        ("sum_size", ">i4"),
-        ("sum", ">i8"),
-        ("count_size", ">i4"),
-        ("count", ">i8"),
-        ("size", ">i4"),
-        ("ndim", ">i4"),
-        ("flags", ">i4"),
-        ("oid", ">u4"),
-        ("length", ">i4"),
-        ("lower", ">i4"),
-    ]
-)
-_ELEMENT = np.dtype([("size", ">i4"), ("value", ">i8")])
+# a one-dimensional array field: its byte length, then Postgres' array header (dimensions, flags, element type,
+# length, lower bound); big-endian, unpadded
+_ARRAY_HEADER = [
+    ("size", ">i4"),
+    ("ndim", ">i4"),
+    ("flags", ">i4"),
+    ("oid", ">u4"),
+    ("length", ">i4"),
+    ("lower", ">i4"),
+]
+# sum, count, then the histogram's array header: 48 bytes
+_TAIL = np.dtype([("sum_size", ">i4"), ("sum", ">i8"), ("count_size", ">i4"), ("count", ">i8"), *_ARRAY_HEADER])
+_CLIENT_TAIL = np.dtype([("clients_size", ">i4"), ("clients", ">i8"), *_ARRAY_HEADER])  # then the client histogram's
 _FLOAT8_OID = 701
-_CLIENT_TAIL = np.dtype(  # clients, then the client histogram's array header: 36 bytes
-    [
-        ("clients_size", ">i4"),
-        ("clients", ">i8"),
-        ("size", ">i4"),
-        ("ndim", ">i4"),
-        ("flags", ">i4"),
-        ("oid", ">u4"),
-        ("length", ">i4"),
-        ("lower", ">i4"),
-    ]
-)
-_FLOAT_ELEMENT = np.dtype([("size", ">i4"), ("value", ">f8")])
 
 
 _NO_CLIENTS = struct.pack(">iqi", 8, 0, -1)  # clients 0 and a NULL client histogram: a run without the weighting
@@ -280,6 +265,21 @@ def _metric_fields(metrics: Sequence, layout_ids: dict[Layout, int]) -> list[byt
     ]
 
 
+def _array_header(tail: np.dtype, lengths: np.ndarray, oid: int) -> np.ndarray:
+    """Tails of type `tail`, one per row, their array header filled for `lengths` elements of type `oid`."""
+    tails = np.empty(len(lengths), tail)
+    tails["size"], tails["length"] = 20 + 12 * lengths, lengths
+    tails["ndim"], tails["flags"], tails["oid"], tails["lower"] = 1, 0, oid, 1
+    return tails
+
+
+def _elements(values: np.ndarray) -> bytes:
+    """8-byte array elements (int64 or float64), each after its length, as Postgres' binary array holds them."""
+    elements = np.empty(len(values), [("size", ">i4"), ("value", ">" + values.dtype.str[1:])])
+    elements["size"], elements["value"] = 8, values
+    return elements.tobytes()
+
+
 def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout, int]) -> Iterator[bytes]:
     """The binary COPY stream of the aggregate's rows in index order, columns as `copy_columns`."""
     dims = _dimension_fields(aggregate, kind, day)
@@ -293,17 +293,11 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
         lengths = sizes[rows]
         ends = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=ends[1:])
-        tail = np.empty(len(rows), _TAIL)
+        tail = _array_header(_TAIL, lengths, _INT8_OID)
         tail["sum_size"] = tail["count_size"] = 8
         tail["sum"], tail["count"] = aggregate.sums[rows], aggregate.counts[rows]
-        tail["size"] = 20 + 12 * lengths
-        tail["ndim"], tail["flags"], tail["oid"], tail["lower"] = 1, 0, _INT8_OID, 1
-        tail["length"] = lengths
-        elements = np.empty(int(ends[-1]), _ELEMENT)
-        elements["size"] = 8
         buckets = np.repeat(aggregate.row_offset[rows] - ends[:-1], lengths) + np.arange(ends[-1])
-        elements["value"] = aggregate.histogram[buckets]
-        values, bounds = elements.tobytes(), (ends * 12).tolist()
+        values, bounds = _elements(aggregate.histogram[buckets]), (ends * 12).tolist()
         pieces: list[bytes] = [b""] * (6 * len(rows))  # built by column, joined by row: the fastest in CPython
         pieces[0::6] = map(dims.__getitem__, aggregate.row_dimension[rows].tolist())
         pieces[1::6] = map(metrics.__getitem__, aggregate.row_metric[rows].tolist())
@@ -311,13 +305,9 @@ def _stream(aggregate: Aggregate, kind: str, day: date, layout_ids: dict[Layout,
         pieces[2::6] = tail.view("S48").tolist()
         pieces[3::6] = [values[a:b] for a, b in itertools.pairwise(bounds)]
         if weighted:
-            client_tail = np.empty(len(rows), _CLIENT_TAIL)
+            client_tail = _array_header(_CLIENT_TAIL, lengths, _FLOAT8_OID)
             client_tail["clients_size"], client_tail["clients"] = 8, aggregate.clients[rows]
-            client_tail["size"], client_tail["length"] = 20 + 12 * lengths, lengths
-            client_tail["ndim"], client_tail["flags"], client_tail["oid"], client_tail["lower"] = 1, 0, _FLOAT8_OID, 1
-            floats = np.empty(int(ends[-1]), _FLOAT_ELEMENT)
-            floats["size"], floats["value"] = 8, aggregate.client_histogram[buckets]
-            float_values = floats.tobytes()
+            float_values = _elements(aggregate.client_histogram[buckets])
             pieces[4::6] = client_tail.view("S36").tolist()
             pieces[5::6] = [float_values[a:b] for a, b in itertools.pairwise(bounds)]
         else:
