@@ -320,15 +320,12 @@ def _aggregate_and_stage(
                 total = cells.reduction(combine, combine, split_every=config.split_every)
                 readers[_token(total.key)] = group  # its first tasks may be fused with the reading ones
                 part = f"{'folder' if date else 'files'}-{s:03d}"
-                stage = partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part)
+                weighted = []
                 if clients is not None:
                     of_shard = clients.pluck(s) if shards > 1 else clients
-                    weighted = of_shard.reduction(gather_levels, gather_levels, split_every=False)
-                    stages[date, s] = joined(stage_reduction.__name__, stage, total, weighted)
-                else:
-                    # Item.apply, not dask.delayed: a delayed call optimises its argument's graph alone, which fuses
-                    # each shard's chain and so reads and aggregates every chunk once per shard
-                    stages[date, s] = total.apply(stage)
+                    weighted = [of_shard.reduction(gather_levels, gather_levels, split_every=False)]
+                stage = partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part)
+                stages[date, s] = joined(stage_reduction.__name__, stage, total, *weighted)
         futures = client.compute(list(stages.values()))
         if config.progress:
             progress(futures)
@@ -353,7 +350,8 @@ def client_cells(aggregates: db.Bag, buckets: int) -> db.Bag:
 
 def joined(prefix: str, function: Callable, *items: Item) -> Item:
     """An Item of `function(*values of items)`, named `prefix`-token: a task of its own, so the items' graphs are
-    optimised together with the rest of the run's (each chunk read once), not each alone as a delayed call would."""
+    optimised together with the rest of the run's, not each alone as a delayed call would (which fuses each shard's
+    chain, and so reads and aggregates every chunk once per shard)."""
     name = f"{prefix}-{tokenize(function, *items)}"
     graph = HighLevelGraph.from_collections(name, {name: (function, *(i.key for i in items))}, dependencies=items)
     return Item(graph, name)

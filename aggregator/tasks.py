@@ -81,9 +81,8 @@ class Staged:
     names: dict[str, set[str]] = field(default_factory=dict)
 
 
-Levels = tuple[
-    ClientCells, ClientCells
-]  # client-level cells, build-id and submission-date kinds (aggregator/clients.py)
+# client-level cells of the build-id and the submission-date kinds (aggregator/clients.py)
+Levels = tuple[ClientCells, ClientCells]
 
 
 def without_samples(aggregate: Aggregate) -> Aggregate:
