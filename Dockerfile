@@ -15,7 +15,7 @@ FROM python:3.11.7-slim-bookworm AS build
 ARG EXTRAS="[parquet]"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# A C compiler for the package's compiled scanner (aggregator/_scan.c); the runtime stage needs none.
+# A C compiler for the package's compiled modules (aggregator/_scan.c, _buckets.c); the runtime stage needs none.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --upgrade pip
 ENV PATH=/opt/venv/bin:$PATH

@@ -1,33 +1,41 @@
-/* The histograms and scalars of a ping read from its bytes, before the rest is parsed (aggregator/scan.py says why).
+/* The histograms, scalars and simple measurements of a ping read from its bytes, before the rest is parsed
+ * (aggregator/scan.py says why).
  *
- * scan(line, plain, keyed, scalars, keyed_scalars, labels) returns None, or
- * (rest, names, containers, rows, keys, counts, entries):
+ * scan(line, plain, keyed, scalars, keyed_scalars, simple, simple_nested, labels) returns None, or
+ * (rest, names, keys, counts, known_rows, known_values, nonnumeric, slow, raw):
  * - rest: the line with each container the job reads replaced by its number: payload.histograms,
  *   payload.keyedHistograms, the same in each payload.childPayloads[i] and in payload.processes.content and .gpu,
- *   and the scalars and keyedScalars of payload.processes.parent, .content and .gpu.
- * - names: the histogram and scalar names and labels, as str.
- * - containers: int64 pairs, the rows (or entries, for scalars) of container c are rows[containers[2c]:
- *   containers[2c + 1]].
- * - rows: int64 x ROW per histogram, in the order of the line: name, label (-1 in a plain container),
- *   histogram_type, sum, bucket_count, range low, range high, first and end entry of its buckets, and its metric:
- *   the id the accumulator cached for it, SLOW when there is none (or when its keyed histogram has more than
- *   `labels` labels, so that the accumulator bounds them), SKIP for a keyed histogram the job excludes.
+ *   the scalars and keyedScalars of payload.processes.parent, .content and .gpu, and the simpleMeasurements of
+ *   the payload and of each child payload.
+ * - names: the histogram, scalar and measurement names and labels, as str.
+ * - keys, counts: int64, the buckets of every histogram read in full.
+ * - known_rows: int64 x 4 per histogram whose metric the accumulator has cached: metric, sum, first and end entry
+ *   of its buckets in keys and counts.
+ * - known_values: int64 x 2 per value whose metric it has cached: metric, value (a count histogram's is its sum;
+ *   true and false are 1 and 0).
+ * - nonnumeric: how many strings stood under names the accumulator counts them for.
+ * - slow: per container, in the ping's order, what takes the accumulator's general path: each histogram as the
+ *   tuple (name, label, histogram_type, sum, bucket_count, range low, range high, first entry, end entry), each
+ *   value as (name, label, kind of value, value, start, end). name and label index names (label -1 in a plain
+ *   container, and for a measurement that is not in an object); a value's kind is enum value, its value that of
+ *   an INT, TRUE or FALSE, start and end where its text stands in the line. A histogram or value of another shape
+ *   than the scanner reads is RAW: histogram_type or kind RAW, its text from first (start) to end, parsed by the
+ *   caller. It is slow when the accumulator has no metric cached for it, or when its keyed histogram or keyed
+ *   scalar has more than `labels` labels (the accumulator bounds them). Excluded metrics are left out.
+ * - raw: int64 pairs, where the text of each RAW histogram or value starts and ends.
  * - plain, keyed: the accumulator's caches per process (parent, content, gpu): plain[p] maps a histogram's name
  *   to its code, keyed[p] a keyed histogram's name to such a map of its labels, or to None when it is excluded.
  *   A code is metric << 1, plus 1 for a count histogram's; it stands only for a histogram of the same kind.
- * - keys, counts: int64, the buckets of every histogram.
- * - entries: int64 x ENTRY per scalar value, in the order of the line: name, label (-1 for a plain scalar), the
- *   kind of its value (enum value), the value of an INT, TRUE or FALSE, where its text starts and ends in the
- *   line, and its metric as for rows, or NONNUMERIC for a string under a name the accumulator counts them for.
  * - scalars, keyed_scalars: the accumulator's caches of scalar codes per process, as plain and keyed: a code is
  *   a metric (>= 0), NAMED (a name whose strings are counted, no metric yet) or SKIP (a name the job excludes).
+ * - simple, simple_nested: the same of simple measurements: a value's name -> code, an object's name -> {its
+ *   value's name: code}.
  * None means: not a ping this can vouch for; it is then parsed whole, unchanged. That is any container that is
- * not an object (or childPayloads not an array of objects, processes or one of its processes not an object),
- * a key of those objects written with an escape or repeated, a histogram that is not an object of exactly
- * bucket_count, histogram_type, sum, range [low, high] and values, each once, with plain non-negative decimal
- * integers of at most 18 digits and values' keys strictly increasing, a scalar value that is an array or an
- * object, a string with an escape or a byte outside printable ASCII, a number beyond a double's range, or bytes
- * it cannot scan. */
+ * not an object (or childPayloads not an array of objects, processes or one of its processes not an object), a
+ * key of those objects written with an escape or repeated, or bytes it cannot scan. A histogram is read in full
+ * when it is an object of exactly bucket_count, histogram_type, sum, range [low, high] and values, each once, with
+ * plain non-negative decimal integers of at most 18 digits and values' keys strictly increasing; a value, when it
+ * is a string of printable ASCII without escapes, a number or a literal. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,10 +45,11 @@
 #include <string.h>
 
 enum role {
-    OTHER, ROOT, PAYLOAD, CONTAINER, PROCESSES, PROCESS, PARENT_PROCESS,
-    PLAIN, KEYED, LABELS, SCALARS, KEYED_SCALARS, SCALAR_LABELS
+    OTHER, ROOT, PAYLOAD, CHILD, CONTAINER, PROCESSES, PROCESS, PARENT_PROCESS,
+    PLAIN, KEYED, LABELS, SCALARS, KEYED_SCALARS, SCALAR_LABELS, SIMPLE, SIMPLE_NESTED
 };
-enum value { INT, TRUE, FALSE, STRING, NUMBER, NULL_VALUE }; /* INT: plain, non-negative, at most 18 digits */
+/* INT: plain, non-negative, at most 18 digits; RAW: a value of another shape, its text left to the parser */
+enum value { RAW = -1, INT, TRUE, FALSE, STRING, NUMBER, NULL_VALUE };
 
 #define ROW 10
 #define ENTRY 7
@@ -63,22 +72,26 @@ typedef struct {
     const char *line, *p, *end, *copied;
     char *out;
     Py_ssize_t out_n, out_cap;
-    ints containers, rows, keys, counts, entries;
+    ints containers, rows, keys, counts, entries, raw;
     PyObject *names;
     int depth;
     int process; /* of the container being read: an index of the caches */
     PyObject *plain[PROCESSES_READ], *keyed[PROCESSES_READ], *scalars[PROCESSES_READ], *keyed_scalars[PROCESSES_READ];
+    PyObject *simple[PROCESSES_READ], *simple_nested[PROCESSES_READ];
     Py_ssize_t labels;
 } scanner;
 
-static int push(ints *a, int64_t v) {
-    if (a->n == a->cap) {
-        Py_ssize_t cap = a->cap ? 2 * a->cap : 1024;
-        int64_t *d = PyMem_Realloc(a->data, (size_t)cap * sizeof(int64_t));
-        if (!d) return NO_MEMORY;
-        a->data = d;
-        a->cap = cap;
-    }
+static int grow(ints *a) {
+    Py_ssize_t cap = a->cap ? 2 * a->cap : 1024;
+    int64_t *d = PyMem_Realloc(a->data, (size_t)cap * sizeof(int64_t));
+    if (!d) return NO_MEMORY;
+    a->data = d;
+    a->cap = cap;
+    return 0;
+}
+
+static inline int push(ints *a, int64_t v) {
+    if (a->n == a->cap && grow(a) < 0) return NO_MEMORY;
     a->data[a->n++] = v;
     return 0;
 }
@@ -222,10 +235,42 @@ static int values(scanner *s) {
     }
 }
 
-static PyObject *decoded(const char *k, Py_ssize_t n) { return PyUnicode_DecodeUTF8(k, n, NULL); }
+/* The names of earlier pings, as the str objects made for them, found by a hash of their bytes: most names come
+ * again in every ping, and each would otherwise be decoded, hashed by Python and freed each time. Plain ASCII names
+ * of at most KEPT_LENGTH bytes are kept, up to KEPT_NAMES of them: a few MiB at most, whatever the pings hold. */
+#define KEPT_NAMES (1 << 15)
+#define KEPT_LENGTH 128
+static struct {
+    uint64_t hash;
+    PyObject *name;
+} kept[2 * KEPT_NAMES];
+static Py_ssize_t kept_names;
 
-static int add_name(scanner *s, const char *k, Py_ssize_t n, int64_t *index) {
-    PyObject *name = decoded(k, n);
+static uint64_t hash_of(const char *k, Py_ssize_t n) { /* FNV-1a */
+    uint64_t h = 14695981039346656037ULL;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* A new reference to the str of the name k[:n] (kept, or made, and kept when there is room); NULL if not UTF-8. */
+static PyObject *name_of(const char *k, Py_ssize_t n, uint64_t hash) {
+    if (n > KEPT_LENGTH) return PyUnicode_DecodeUTF8(k, n, NULL);
+    size_t mask = 2 * KEPT_NAMES - 1, i = hash & mask;
+    for (; kept[i].name; i = (i + 1) & mask) {
+        PyObject *name = kept[i].name;
+        if (kept[i].hash == hash && PyUnicode_GET_LENGTH(name) == n && memcmp(PyUnicode_DATA(name), k, (size_t)n) == 0)
+            return Py_NewRef(name);
+    }
+    PyObject *name = PyUnicode_DecodeUTF8(k, n, NULL);
+    if (name && kept_names < KEPT_NAMES && PyUnicode_IS_ASCII(name)) {
+        kept[i].hash = hash, kept[i].name = Py_NewRef(name);
+        kept_names++;
+    }
+    return name;
+}
+
+static int add_name(scanner *s, const char *k, Py_ssize_t n, uint64_t hash, int64_t *index) {
+    PyObject *name = name_of(k, n, hash);
     if (!name) {
         PyErr_Clear();
         return BAIL;
@@ -249,11 +294,9 @@ static int64_t known(PyObject *cache, PyObject *key, int64_t kind) {
     return (c & 1) == (kind == 4) ? (int64_t)(c >> 1) : SLOW;
 }
 
-/* One histogram object: a row. `cache` maps its key (name, or label) to its code. */
-static int histogram(scanner *s, int64_t name, int64_t label, PyObject *cache) {
-    int64_t field[5] = {0}; /* histogram_type, sum, bucket_count, low, high */
+/* The fields of a histogram object of exactly the expected shape: histogram_type, sum, bucket_count, low, high. */
+static int histogram_fields(scanner *s, int64_t *field) {
     int seen = 0;
-    int64_t first = s->keys.n;
     if (!at(s, '{')) return BAIL;
     if (at(s, '}')) return BAIL;
     for (;;) {
@@ -283,10 +326,36 @@ static int histogram(scanner *s, int64_t name, int64_t label, PyObject *cache) {
         if (r < 0) return BAIL;
         if (r == 0) break;
     }
-    if (seen != 31) return BAIL;
-    PyObject *key = PyList_GET_ITEM(s->names, label < 0 ? name : label);
-    int64_t metric = known(cache, key, field[0]);
-    int64_t row[ROW] = {name, label, field[0], field[1], field[2], field[3], field[4], first, s->keys.n, metric};
+    return seen == 31 ? 0 : BAIL;
+}
+
+/* A value of another shape than the scanner reads: skipped, and its text's start and end kept for the parser. */
+static int raw(scanner *s, const char *start, int64_t *from, int64_t *to) {
+    s->p = start;
+    if (skip(s) < 0) return BAIL;
+    *from = start - s->line, *to = s->p - s->line;
+    return push(&s->raw, *from) < 0 || push(&s->raw, *to) < 0 ? NO_MEMORY : 0;
+}
+
+/* One histogram: a row. `cache` maps its key (name, or label) to its code. A value of any other shape is a RAW
+ * row, its text read by the parser: one odd histogram sends only itself down the general path, not its ping. */
+static int histogram(scanner *s, int64_t name, int64_t label, PyObject *cache) {
+    int64_t field[5] = {0};
+    ws(s);
+    const char *start = s->p;
+    int64_t first = s->keys.n, end, metric = SLOW;
+    int r = histogram_fields(s, field);
+    if (r == NO_MEMORY) return r;
+    if (r < 0) {
+        s->keys.n = s->counts.n = first;
+        memset(field, 0, sizeof field);
+        field[0] = RAW;
+        if ((r = raw(s, start, &first, &end)) < 0) return r;
+    } else {
+        end = s->keys.n;
+        metric = known(cache, PyList_GET_ITEM(s->names, label < 0 ? name : label), field[0]);
+    }
+    int64_t row[ROW] = {name, label, field[0], field[1], field[2], field[3], field[4], first, end, metric};
     for (int i = 0; i < ROW; i++)
         if (push(&s->rows, row[i]) < 0) return NO_MEMORY;
     return 0;
@@ -386,6 +455,7 @@ static int64_t known_value(PyObject *cache, PyObject *key, int what) {
         return SLOW;
     }
     if (c == SKIP) return SKIP;
+    if (what == RAW) return SLOW;
     if (what == STRING && (c >= 0 || c == NAMED)) return NONNUMERIC;
     return c >= 0 && (what == INT || what == TRUE || what == FALSE) ? (int64_t)c : SLOW;
 }
@@ -396,10 +466,15 @@ static int scalar(scanner *s, int64_t name, int64_t label, PyObject *cache) {
     int64_t value;
     ws(s);
     const char *start = s->p;
-    int r = scalar_value(s, &what, &value);
-    if (r < 0) return r;
+    int64_t from = start - s->line, to;
+    if (scalar_value(s, &what, &value) < 0) {
+        what = RAW, value = 0;
+        int r = raw(s, start, &from, &to);
+        if (r < 0) return r;
+    }
+    to = s->p - s->line;
     int64_t metric = known_value(cache, PyList_GET_ITEM(s->names, label < 0 ? name : label), what);
-    int64_t entry[ENTRY] = {name, label, what, value, start - s->line, s->p - s->line, metric};
+    int64_t entry[ENTRY] = {name, label, what, value, from, to, metric};
     for (int i = 0; i < ENTRY; i++)
         if (push(&s->entries, entry[i]) < 0) return NO_MEMORY;
     return 0;
@@ -408,27 +483,49 @@ static int scalar(scanner *s, int64_t name, int64_t label, PyObject *cache) {
 typedef struct {
     const char *k;
     Py_ssize_t n;
+    uint64_t hash;
 } slice;
 
-static int compare(const void *a, const void *b) {
-    const slice *x = a, *y = b;
-    Py_ssize_t n = x->n < y->n ? x->n : y->n;
-    int c = memcmp(x->k, y->k, (size_t)n);
-    return c ? c : (x->n > y->n) - (x->n < y->n);
+static int same(const slice *x, const slice *y) {
+    return x->hash == y->hash && x->n == y->n && memcmp(x->k, y->k, (size_t)x->n) == 0;
 }
 
-/* The keys of an object are distinct (a repeated one would be read where it first stood, with its last value). */
+/* The keys of an object are distinct (a repeated one would be read where it first stood, with its last value):
+ * each key's index in a table by its hash, which a repeated key finds taken by its equal. */
 static int distinct(slice *keys, Py_ssize_t n) {
-    qsort(keys, (size_t)n, sizeof(slice), compare);
-    for (Py_ssize_t i = 1; i < n; i++)
-        if (compare(&keys[i - 1], &keys[i]) == 0) return BAIL;
-    return 0;
+    Py_ssize_t size = 64, local[64];
+    while (size < 2 * n) size *= 2;
+    Py_ssize_t *table = size == 64 ? local : PyMem_Malloc((size_t)size * sizeof *table);
+    if (!table) return NO_MEMORY;
+    for (Py_ssize_t i = 0; i < size; i++) table[i] = -1;
+    size_t mask = (size_t)size - 1;
+    int r = 0;
+    for (Py_ssize_t i = 0; i < n && r == 0; i++) {
+        size_t at = keys[i].hash & mask;
+        for (; table[at] >= 0 && r == 0; at = (at + 1) & mask)
+            if (same(&keys[table[at]], &keys[i])) r = BAIL;
+        table[at] = i;
+    }
+    if (table != local) PyMem_Free(table);
+    return r;
 }
 
 static int object(scanner *s, enum role role);
 
+static int histograms(scanner *s, enum role role, int64_t keyed_name, PyObject *cache);
+
+/* A simple measurement: a value, or an object of them (one level of nesting: SIMPLE_MEASURES_<NAME>_<SUB>). */
+static int simple(scanner *s, int64_t name) {
+    ws(s);
+    if (s->p >= s->end || *s->p != '{') return scalar(s, name, -1, s->simple[s->process]);
+    PyObject *nested = PyDict_GetItemWithError(s->simple_nested[s->process], PyList_GET_ITEM(s->names, name));
+    if (!nested) PyErr_Clear();
+    return histograms(s, SIMPLE_NESTED, name, nested);
+}
+
 /* {name: histogram} (PLAIN), {label: histogram} (LABELS) or {name: {label: histogram}} (KEYED), and the same
- * of scalar values (SCALARS, SCALAR_LABELS, KEYED_SCALARS); `cache`: of the labels of `keyed_name`. */
+ * of scalar values (SCALARS, SCALAR_LABELS, KEYED_SCALARS) and of simple measurements (SIMPLE, SIMPLE_NESTED);
+ * `cache`: of the labels of `keyed_name`. */
 static int histograms(scanner *s, enum role role, int64_t keyed_name, PyObject *cache) {
     if (!at(s, '{')) return BAIL;
     if (at(s, '}')) return 0;
@@ -451,16 +548,18 @@ static int histograms(scanner *s, enum role role, int64_t keyed_name, PyObject *
             }
             seen = grown;
         }
-        seen[n_seen++] = (slice){k, n};
-        if ((r = add_name(s, k, n, &index)) < 0) break;
+        seen[n_seen] = (slice){k, n, hash_of(k, n)};
+        if ((r = add_name(s, k, n, seen[n_seen++].hash, &index)) < 0) break;
         if (role == PLAIN) {
             r = histogram(s, index, -1, s->plain[s->process]);
         } else if (role == LABELS) {
             r = histogram(s, keyed_name, index, cache);
         } else if (role == SCALARS) {
             r = scalar(s, index, -1, s->scalars[s->process]);
-        } else if (role == SCALAR_LABELS) {
+        } else if (role == SCALAR_LABELS || role == SIMPLE_NESTED) {
             r = scalar(s, keyed_name, index, cache);
+        } else if (role == SIMPLE) {
+            r = simple(s, index);
         } else {
             PyObject *labels = NULL, *keyed = role == KEYED ? s->keyed[s->process] : s->keyed_scalars[s->process];
             if (keyed && !(labels = PyDict_GetItemWithError(keyed, PyList_GET_ITEM(s->names, index))))
@@ -481,11 +580,11 @@ static int histograms(scanner *s, enum role role, int64_t keyed_name, PyObject *
 static int container(scanner *s, enum role role) {
     ws(s);
     const char *start = s->p;
-    int64_t number = s->containers.n / 2;
-    int scalars = role == SCALARS || role == KEYED_SCALARS;
+    int64_t number = s->containers.n / 3;
+    int scalars = role != PLAIN && role != KEYED;
     ints *table = scalars ? &s->entries : &s->rows;
     Py_ssize_t width = scalars ? ENTRY : ROW;
-    if (push(&s->containers, table->n / width) < 0) return NO_MEMORY;
+    if (push(&s->containers, scalars) < 0 || push(&s->containers, table->n / width) < 0) return NO_MEMORY;
     int r = histograms(s, role, -1, NULL);
     if (r < 0) return r;
     if (push(&s->containers, table->n / width) < 0) return NO_MEMORY;
@@ -500,7 +599,7 @@ static int array_of_containers(scanner *s) {
     if (!at(s, '[')) return BAIL;
     if (at(s, ']')) return 0;
     for (;;) {
-        int r = object(s, CONTAINER);
+        int r = object(s, CHILD);
         if (r < 0) return r;
         if ((r = next(s, ']')) <= 0) return r;
     }
@@ -592,6 +691,9 @@ static int member(scanner *s, enum role role, const char *k, Py_ssize_t n, unsig
     case PAYLOAD:
         if (IS(k, n, "childPayloads")) return READ(1, of_process(s, 1, children, CONTAINER));
         if (IS(k, n, "processes")) return READ(2, object(s, PROCESSES));
+        return member(s, CHILD, k, n, seen);
+    case CHILD: /* the payload, or one of its childPayloads */
+        if (IS(k, n, "simpleMeasurements")) return READ(7, container(s, SIMPLE));
         return member(s, CONTAINER, k, n, seen);
     case PROCESS:
         if (IS(k, n, "scalars")) return READ(5, container(s, SCALARS));
@@ -653,14 +755,68 @@ static int caches(PyObject *tuple, PyObject **out) {
     return 0;
 }
 
+static PyObject *tuple_of(const int64_t *values, Py_ssize_t n) {
+    PyObject *tuple = PyTuple_New(n);
+    for (Py_ssize_t i = 0; tuple && i < n; i++) {
+        PyObject *value = PyLong_FromLongLong(values[i]);
+        if (!value) Py_CLEAR(tuple);
+        else PyTuple_SET_ITEM(tuple, i, value);
+    }
+    return tuple;
+}
+
+/* The ping's rows and entries as the accumulator takes them: the histograms of metrics it knows (metric, sum,
+ * first and end entry of its buckets) and the values of metrics it knows (metric, value; a count histogram's value
+ * is its sum) as arrays; how many strings stood under names it counts them for; and per container, a list of the
+ * others for its general path (a row without its metric, an entry's first six fields), in the ping's order. The
+ * rows and entries of excluded metrics are left out. */
+typedef struct {
+    ints rows, values;
+    Py_ssize_t nonnumeric;
+    PyObject *slow;
+} sorted_out;
+
+static int sort_out(scanner *s, sorted_out *out) {
+    Py_ssize_t containers = s->containers.n / 3;
+    if (!(out->slow = PyList_New(containers))) return NO_MEMORY;
+    for (Py_ssize_t c = 0; c < containers; c++) {
+        PyObject *slow = PyList_New(0);
+        if (!slow) return NO_MEMORY;
+        PyList_SET_ITEM(out->slow, c, slow);
+        int entries = s->containers.data[3 * c] != 0;
+        for (int64_t i = s->containers.data[3 * c + 1]; i < s->containers.data[3 * c + 2]; i++) {
+            const int64_t *item = entries ? s->entries.data + i * ENTRY : s->rows.data + i * ROW;
+            int64_t metric = item[entries ? ENTRY - 1 : ROW - 1], value = item[3]; /* an entry's value, a row's sum */
+            int r = 0;
+            if (metric >= 0 && (entries || item[2] == 4)) {
+                r = push(&out->values, metric) < 0 || push(&out->values, value) < 0 ? NO_MEMORY : 0;
+            } else if (metric >= 0) {
+                int64_t known[4] = {metric, item[3], item[7], item[8]};
+                for (int k = 0; k < 4 && r == 0; k++) r = push(&out->rows, known[k]);
+            } else if (metric == NONNUMERIC) {
+                out->nonnumeric++;
+            } else if (metric == SLOW) {
+                PyObject *tuple = tuple_of(item, entries ? ENTRY - 1 : ROW - 1);
+                r = !tuple || PyList_Append(slow, tuple) < 0 ? NO_MEMORY : 0;
+                Py_XDECREF(tuple);
+            }
+            if (r < 0) return NO_MEMORY;
+        }
+    }
+    return 0;
+}
+
 static PyObject *scan(PyObject *module, PyObject *args) {
     (void)module;
     Py_buffer view;
-    PyObject *plain, *keyed, *scalars, *keyed_scalars;
+    PyObject *plain, *keyed, *scalars, *keyed_scalars, *simple, *simple_nested;
     scanner s = {0};
-    if (!PyArg_ParseTuple(args, "y*OOOOn", &view, &plain, &keyed, &scalars, &keyed_scalars, &s.labels)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*OOOOOOn", &view, &plain, &keyed, &scalars, &keyed_scalars, &simple, &simple_nested,
+                          &s.labels))
+        return NULL;
     if (caches(plain, s.plain) < 0 || caches(keyed, s.keyed) < 0 || caches(scalars, s.scalars) < 0 ||
-        caches(keyed_scalars, s.keyed_scalars) < 0) {
+        caches(keyed_scalars, s.keyed_scalars) < 0 || caches(simple, s.simple) < 0 ||
+        caches(simple_nested, s.simple_nested) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -668,22 +824,29 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     s.end = s.p + view.len;
     s.names = PyList_New(0);
     PyObject *result = NULL;
+    sorted_out out = {0};
     int r = s.names ? object(&s, ROOT) : NO_MEMORY;
-    if (r == NO_MEMORY || (r == 0 && emit(&s, s.copied, s.end - s.copied) < 0)) {
+    if (r == 0 && s.containers.n) r = emit(&s, s.copied, s.end - s.copied) < 0 ? NO_MEMORY : sort_out(&s, &out);
+    if (r == NO_MEMORY) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
     } else if (r < 0 || s.containers.n == 0) {
         result = Py_NewRef(Py_None);
     } else {
-        result = Py_BuildValue("(y#ONNNNN)", s.out, s.out_n, s.names, as_bytes(&s.containers), as_bytes(&s.rows),
-                               as_bytes(&s.keys), as_bytes(&s.counts), as_bytes(&s.entries));
+        result = Py_BuildValue("(y#ONNNNnON)", s.out, s.out_n, s.names, as_bytes(&s.keys), as_bytes(&s.counts),
+                               as_bytes(&out.rows), as_bytes(&out.values), out.nonnumeric, out.slow,
+                               as_bytes(&s.raw));
     }
     Py_XDECREF(s.names);
+    Py_XDECREF(out.slow);
+    PyMem_Free(out.rows.data);
+    PyMem_Free(out.values.data);
     PyMem_Free(s.out);
     PyMem_Free(s.containers.data);
     PyMem_Free(s.rows.data);
     PyMem_Free(s.keys.data);
     PyMem_Free(s.counts.data);
     PyMem_Free(s.entries.data);
+    PyMem_Free(s.raw.data);
     PyBuffer_Release(&view);
     return result;
 }

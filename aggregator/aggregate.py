@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aggregator import _buckets
 from aggregator.layouts import Layout
 from aggregator.stats import RunStats
 
@@ -42,14 +43,8 @@ Metric = tuple[str, str, str, Layout]  # name, label, process, layout
 def saturating_add_at(target: np.ndarray, positions: np.ndarray, values: np.ndarray) -> int:
     """`target[positions] += values` (repeated positions add up) for non-negative values, clamped at the
     int64 maximum. Returns how many cells were clamped."""
-    if len(positions) == 0:
-        return 0
-    # any cell's new value is at most the largest old one plus all the values: scan the smaller of the two
-    largest = target.max() if len(target) <= len(positions) else target[positions].max()
-    headroom = float(values.sum(dtype=np.float64)) + float(largest)
-    if headroom < _SAFE_TOTAL:
-        np.add.at(target, positions, values)
-        return 0
+    if _buckets.add_at(target, np.ascontiguousarray(positions), np.ascontiguousarray(values, dtype=np.int64)):
+        return 0  # no sum passed the maximum: added in one pass (the compiled pass checks each addition)
     totals: dict[int, int] = defaultdict(int)  # exact Python ints, rare path
     for position, value in zip(positions.tolist(), values.tolist(), strict=True):
         totals[position] += value

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aggregator import _buckets
 from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
 from aggregator.bounds import Limits, utf8_length
 from aggregator.buckets import scalar_buckets
@@ -31,18 +32,15 @@ from aggregator.layouts import (
 )
 from aggregator.scan import (
     END,
-    ENTRY,
-    ENTRY_METRIC,
     FIRST,
-    KIND,
+    KNOWN_ROW,
+    KNOWN_VALUE,
     METRIC,
     NAMED,
-    NONNUMERIC,
     PROCESS_INDEX,
-    ROW,
+    RAW,
     SKIP,
     SUM,
-    VALUE,
     Known,
     Scanned,
 )
@@ -189,12 +187,11 @@ class Accumulator:
         self._metric_width: list[int] = []  # buckets of each metric's layout
         self._widest = 0
         self.undefined: set[str] = set()  # names of metrics without a definition
-        self._fast: dict[tuple[str, str], dict] = {}  # (process, family) -> {key in the ping: code}, simple measures
         self._client_ids: dict[str, int] = {}  # usable clientId -> its index in this partition
         self._client_samples: list[tuple[np.ndarray, ...]] = []  # per flush: ClientSamples' arrays, rows not resolved
-        # rows: the cells (dimension set, metric); codes (dimension << 32 | metric) kept sorted for lookups
-        self._codes = np.zeros(0, dtype=np.int64)
-        self._code_rows = np.zeros(0, dtype=np.int64)
+        # rows: the cells (dimension set, metric); a hash table of their codes (dimension << 32 | metric) -> row
+        self._code_slots = np.full(16, -1, dtype=np.int64)
+        self._row_slots = np.zeros(16, dtype=np.int64)
         self.row_dimension = np.zeros(0, dtype=np.int64)
         self.row_metric = np.zeros(0, dtype=np.int64)
         self.row_offset = np.zeros(1, dtype=np.int64)
@@ -285,12 +282,6 @@ class Accumulator:
             self._from_ping[key] = layout
         return layout
 
-    def _simple_cache(self, process: str, family: str) -> dict:
-        cache = self._fast.get((process, family))
-        if cache is None:
-            cache = self._fast[(process, family)] = {}
-        return cache
-
     # -- pings ----------------------------------------------------------------------------------------------
     def add(self, ping: object, scanned: Scanned | None = None) -> tuple[str, ...] | str:
         """Aggregate one ping; returns its dimension set, or the reason it was skipped. `scanned`: its histograms,
@@ -300,7 +291,7 @@ class Accumulator:
             return dimensions
         histograms_before, values_before, entries_before = len(self._h_metrics), len(self._s_metrics), len(self._h_keys)
         self._scanned = scanned
-        known, known_values = self._known_histograms(scanned), self._known_values(scanned)
+        known, known_values = self._known(scanned)
         payload = ping["payload"]
         processes = payload.get("processes") or {}
         for process in PROCESS_TYPES:
@@ -315,10 +306,10 @@ class Accumulator:
         for process in ("content", "gpu"):
             if process in processes:
                 self._histograms(process, processes[process])
-        if self._too_wide(histograms_before, values_before, known, known_values):
-            if len(known):
+        if self._too_wide(histograms_before, values_before, scanned, known + known_values):
+            if known:
                 del self._f_rows[-1], self._f_bases[-1]
-            if len(known_values):
+            if known_values:
                 del self._v_rows[-1]
             for pending, before in (
                 (self._h_metrics, histograms_before),
@@ -334,8 +325,8 @@ class Accumulator:
         self._p_dimensions.append(self.dimensions.setdefault(dimensions, len(self.dimensions)))
         self._p_histograms.append(len(self._h_metrics) - histograms_before)
         self._p_values.append(len(self._s_metrics) - values_before)
-        self._p_known.append(len(known))
-        self._p_known_values.append(len(known_values))
+        self._p_known.append(known)
+        self._p_known_values.append(known_values)
         if self.options.clients:
             self._p_clients.append(self._client(ping.get("clientId")))
         if len(self._p_dimensions) >= _FLUSH_PINGS:
@@ -350,54 +341,35 @@ class Accumulator:
         self.dropped["unusable_client_id"] += 1
         return -1
 
-    def _known_histograms(self, scanned: Scanned | None) -> np.ndarray:
-        """The rows of the scanned histograms whose metric the scanner found in `known`, kept as arrays until
-        `flush`; count histograms among them are scalar-like values."""
+    def _known(self, scanned: Scanned | None) -> tuple[int, int]:
+        """How many histograms and values of metrics in `known` the scanner found, kept as bytes until `flush`;
+        the strings it found under names whose strings are counted are counted."""
         if scanned is None:
-            return _NO_ROWS
-        rows = scanned.rows
-        known = rows[rows[:, METRIC] >= 0]
-        counted = known[:, KIND] == 4
-        if counted.any():
-            self._s_metrics.extend(known[counted, METRIC].tolist())
-            self._s_values.extend(known[counted, SUM].tolist())
-            known = known[~counted]
-        if len(known):
-            self._f_rows.append(known)
+            return 0, 0
+        self._drop("non_numeric_value", scanned.nonnumeric)
+        histograms = len(scanned.known_rows) // (KNOWN_ROW * 8)
+        if histograms:
+            self._f_rows.append(scanned.known_rows)
             self._f_bases.append(self._k_size)
             self._k_keys.append(scanned.keys)
             self._k_counts.append(scanned.counts)
-            self._k_size += len(scanned.keys)
-        return known
+            self._k_size += len(scanned.keys) // 8
+        values = len(scanned.known_values) // (KNOWN_VALUE * 8)
+        if values:
+            self._v_rows.append(scanned.known_values)
+        return histograms, values
 
-    def _known_values(self, scanned: Scanned | None) -> np.ndarray:
-        """The entries of the scanned scalars whose metric the scanner found in `known` (plain non-negative
-        integers and booleans), kept as arrays until `flush`; strings it found counted names for are counted."""
-        if scanned is None or not len(scanned.entries):
-            return _NO_ENTRIES
-        entries = scanned.entries
-        self._drop("non_numeric_value", int(np.count_nonzero(entries[:, ENTRY_METRIC] == NONNUMERIC)))
-        known = entries[entries[:, ENTRY_METRIC] >= 0]
-        if len(known):
-            self._v_rows.append(known)
-        return known
-
-    def _too_wide(
-        self, histograms_before: int, values_before: int, known: np.ndarray, known_values: np.ndarray
-    ) -> bool:
+    def _too_wide(self, histograms_before: int, values_before: int, scanned: Scanned | None, known: int) -> bool:
         """Whether the ping's samples span more than `JOB_MAX_PING_BUCKETS` buckets of their layouts: the most
         new cells one ping may claim. Counted exactly only when a cheap upper bound is past the limit."""
-        samples = len(self._h_metrics) - histograms_before + len(self._s_metrics) - values_before
-        samples += len(known) + len(known_values)
+        samples = len(self._h_metrics) - histograms_before + len(self._s_metrics) - values_before + known
         if samples * self._widest <= self.limits.ping_buckets:
             return False
         width = self._metric_width.__getitem__
-        metrics = itertools.chain(
-            self._h_metrics[histograms_before:],
-            self._s_metrics[values_before:],
-            known[:, METRIC].tolist(),
-            known_values[:, ENTRY_METRIC].tolist(),
-        )
+        metrics = itertools.chain(self._h_metrics[histograms_before:], self._s_metrics[values_before:])
+        if scanned is not None:
+            rows, values = _table(scanned.known_rows, KNOWN_ROW), _table(scanned.known_values, KNOWN_VALUE)
+            metrics = itertools.chain(metrics, rows[:, METRIC].tolist(), values[:, 0].tolist())
         return sum(map(width, metrics)) > self.limits.ping_buckets
 
     # Each family has a fast path through `_cache(process, family)`, from the metric's key in the ping to its
@@ -410,17 +382,15 @@ class Accumulator:
             if type(histograms) is dict:
                 self._histogram_map(process, histograms, None)
             elif scanned is not None:  # its number in the scan
-                if scanned.slow:
-                    self._histogram_rows(process, scanned.rows_of(histograms), None)
+                self._histogram_rows(process, scanned.rows_of(histograms), None)
             else:
                 self.dropped["bad_container"] += 1
         keyed = container.get("keyedHistograms")
         if keyed is None:
             return
-        if scanned is not None and type(keyed) is int:
-            if scanned.slow:  # the scanner marks the rows of excluded keyed histograms as neither known nor slow
-                for name, rows in scanned.keyed_rows_of(keyed):
-                    self._histogram_rows(process, self._bounded(rows), name)
+        if scanned is not None and type(keyed) is int:  # the scanner leaves excluded keyed histograms out
+            for name, rows in scanned.keyed_rows_of(keyed):
+                self._histogram_rows(process, self._bounded(rows), name)
             return
         if type(keyed) is not dict:
             self.dropped["bad_container"] += 1
@@ -445,15 +415,19 @@ class Accumulator:
     def _histogram_rows(self, process: str, rows: list, keyed_name: str | None) -> None:
         """The general path for the scanned histograms the scanner knew no metric for."""
         names = self._scanned.names
-        for name_index, label_index, kind, total, n, low, high, start, end, _ in rows:
+        for name_index, label_index, kind, total, n, low, high, start, end in rows:
             key = names[name_index if label_index < 0 else label_index]
-            histogram = {
-                "bucket_count": n,
-                "histogram_type": kind,
-                "sum": total,
-                "range": [low, high],
-                "values": self._scanned.values(start, end),
-            }
+            histogram = (
+                self._scanned.raw[start]
+                if kind == RAW
+                else {
+                    "bucket_count": n,
+                    "histogram_type": kind,
+                    "sum": total,
+                    "range": [low, high],
+                    "values": self._scanned.values(start, end),
+                }
+            )
             name, label = (key, "") if keyed_name is None else (keyed_name, key)
             self._histogram(process, keyed_name, name, label, histogram, key)
 
@@ -555,7 +529,7 @@ class Accumulator:
         if scalars is None:
             return
         if type(scalars) is int:  # its number in the scan
-            if not self._scanned.slow_values:
+            if not self._scanned.slow[scalars]:
                 return
             scalars = self._scanned.values_of(scalars)
         if type(scalars) is not dict:
@@ -576,7 +550,7 @@ class Accumulator:
         if keyed is None:
             return
         if type(keyed) is int:  # its number in the scan
-            if not self._scanned.slow_values:
+            if not self._scanned.slow[keyed]:
                 return
             keyed = self._scanned.keyed_values_of(keyed)
         if type(keyed) is not dict:
@@ -597,6 +571,10 @@ class Accumulator:
     def _simple_measures(self, process: str, measures: object) -> None:
         if measures is None:
             return
+        if type(measures) is int:  # its number in the scan
+            if not self._scanned.slow[measures]:
+                return
+            measures = self._scanned.simple_of(measures)
         if type(measures) is not dict:
             self.dropped["bad_container"] += 1
             return
@@ -604,16 +582,16 @@ class Accumulator:
             if type(value) is dict:  # one level of nesting: SIMPLE_MEASURES_<RAW>_<SUB>
                 prefix = self._metric_name("SIMPLE_MEASURES_", raw) + "_"
                 nested = lambda sub, p=prefix: (p + sub.upper(), "")  # noqa: E731
-                self._value_map(
-                    self._simple_cache(process, "simple:" + raw), process, value, nested, self.simple_layout
-                )
+                cache = self.known.nested_simple(process, raw)
+                self._value_map(cache, process, value, nested, self.simple_layout)
 
         def name_of(raw: str) -> tuple[str, str] | None:
             if type(measures[raw]) is dict:
                 return None
             return self._metric_name("SIMPLE_MEASURES_", raw), ""
 
-        self._value_map(self._simple_cache(process, "simple"), process, measures, name_of, self.simple_layout)
+        cache = self.known.simple[PROCESS_INDEX[process]]
+        self._value_map(cache, process, measures, name_of, self.simple_layout)
 
     # -- arrays ---------------------------------------------------------------------------------------------
     def _clear_pending(self) -> None:
@@ -627,54 +605,54 @@ class Accumulator:
         self._h_values: list = []
         self._s_metrics: list[int] = []  # per scalar-like value
         self._s_values: list = []
-        # scanned histograms of known metrics: their rows per ping, and the buckets of those pings, one after another
+        # what the scanner found of known metrics, as its bytes, per ping: histograms (scan.py's KNOWN_ROW) and their
+        # buckets, one ping's after another's, and values (KNOWN_VALUE)
         self._p_known: list[int] = []
         self._p_known_values: list[int] = []
         self._p_clients: list[int] = []
-        self._v_rows: list[np.ndarray] = []  # scanned scalars of known metrics: their entries per ping
-        self._f_rows: list[np.ndarray] = []
-        self._f_bases: list[int] = []  # where the rows' entries start in the buckets
-        self._k_keys: list[np.ndarray] = []
-        self._k_counts: list[np.ndarray] = []
+        self._f_rows: list[bytes] = []
+        self._f_bases: list[int] = []  # where each ping's bucket entries start
+        self._k_keys: list[bytes] = []
+        self._k_counts: list[bytes] = []
+        self._v_rows: list[bytes] = []
         self._k_size = 0
 
     def _rows(self, dimensions: np.ndarray, metrics: np.ndarray, metric_layouts: np.ndarray) -> np.ndarray:
-        """Row of each (dimension set, metric), creating the rows not seen before."""
+        """Row of each (dimension set, metric), creating the rows not seen before (in the order of their codes)."""
         codes = (dimensions << 32) | metrics
-        # sorting, for the inverse, is faster here than the hashing that np.unique does without it
-        unique, inverse = np.unique(codes, return_inverse=True)
-        where = np.searchsorted(self._codes, unique)
-        known = where < len(self._codes)
-        known[known] = self._codes[where[known]] == unique[known]
-        new = unique[~known]
-        if len(new):
-            first = len(self.row_dimension)
-            new_metrics = new & 0xFFFFFFFF
-            self.row_dimension = np.concatenate([self.row_dimension, new >> 32])
-            self.row_metric = np.concatenate([self.row_metric, new_metrics])
-            layout_sizes = np.array([len(layout.bounds) for layout in self.layouts], dtype=np.int64)
-            sizes = layout_sizes[metric_layouts[new_metrics]]
-            self.row_offset = np.concatenate([self.row_offset, self.row_offset[-1] + np.cumsum(sizes)])
-            self.histogram = _grown(self.histogram, int(self.row_offset[-1]))
-            self.sums = _grown(self.sums, len(self.row_dimension))
-            self.counts = _grown(self.counts, len(self.row_dimension))
-            codes_all = np.concatenate([self._codes, new])
-            order = np.argsort(codes_all, kind="stable")
-            self._codes = codes_all[order]
-            self._code_rows = np.concatenate([self._code_rows, np.arange(first, first + len(new))])[order]
-            where = np.searchsorted(self._codes, unique)
-        return self._code_rows[where][inverse]
+        rows = np.empty(len(codes), dtype=np.int64)
+        if not _buckets.found(self._code_slots, self._row_slots, codes, rows):
+            return rows
+        new = np.unique(codes[rows < 0])
+        first = len(self.row_dimension)
+        new_metrics = new & 0xFFFFFFFF
+        self.row_dimension = np.concatenate([self.row_dimension, new >> 32])
+        self.row_metric = np.concatenate([self.row_metric, new_metrics])
+        layout_sizes = np.array([len(layout.bounds) for layout in self.layouts], dtype=np.int64)
+        sizes = layout_sizes[metric_layouts[new_metrics]]
+        self.row_offset = np.concatenate([self.row_offset, self.row_offset[-1] + np.cumsum(sizes)])
+        self.histogram = _grown(self.histogram, int(self.row_offset[-1]))
+        self.sums = _grown(self.sums, len(self.row_dimension))
+        self.counts = _grown(self.counts, len(self.row_dimension))
+        new_rows = np.arange(first, first + len(new))
+        if 2 * len(self.row_dimension) > len(self._code_slots):  # at most half full: short probes
+            slots = 1 << (4 * len(self.row_dimension) - 1).bit_length()
+            self._code_slots, self._row_slots = np.full(slots, -1, dtype=np.int64), np.zeros(slots, dtype=np.int64)
+            new = (self.row_dimension << 32) | self.row_metric
+            new_rows = np.arange(len(new))
+        _buckets.put(self._code_slots, self._row_slots, new, new_rows)
+        _buckets.found(self._code_slots, self._row_slots, codes, rows)
+        return rows
 
     def flush(self) -> None:
         """Add the pending samples into the dense arrays."""
         ping_dimensions = np.asarray(self._p_dimensions, dtype=np.int64)
-        known = np.concatenate(self._f_rows) if self._f_rows else _NO_ROWS
-        known_values = np.concatenate(self._v_rows) if self._v_rows else _NO_ENTRIES
+        known, known_values = _table(b"".join(self._f_rows), KNOWN_ROW), _table(b"".join(self._v_rows), KNOWN_VALUE)
         per_ping = (self._p_histograms, self._p_known, self._p_values, self._p_known_values)
         dimensions = np.concatenate([np.repeat(ping_dimensions, np.asarray(n, dtype=np.int64)) for n in per_ping])
         metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
         metrics = [np.asarray(self._h_metrics, dtype=np.int64), known[:, METRIC]]
-        metrics += [np.asarray(self._s_metrics, dtype=np.int64), known_values[:, ENTRY_METRIC]]
+        metrics += [np.asarray(self._s_metrics, dtype=np.int64), known_values[:, 0]]
         rows = self._rows(dimensions, np.concatenate(metrics), metric_layouts)
         # the histograms (parsed ones, then scanned ones of known metrics), then the scalar-like values (the same)
         h_rows, s_rows = rows[: len(self._h_metrics) + len(known)], rows[len(self._h_metrics) + len(known) :]
@@ -693,12 +671,12 @@ class Accumulator:
         positions = offsets[entry_rows[found]] + columns[found]
         # each conversion may count values it clamps into self.overflow: converted before the adds count theirs
         h_sums = np.concatenate([self._clamped(self._h_sums), known[:, SUM]])
-        s_sums = np.concatenate([self._integer_parts(self._s_values), known_values[:, VALUE]])
+        s_sums = np.concatenate([self._integer_parts(self._s_values), known_values[:, 1]])
         clamped = saturating_add_at(self.histogram, positions, values[found])
         clamped += saturating_add_at(self.sums, h_rows, h_sums)
         clamped += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
         # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
-        s_numbers = np.concatenate([np.asarray(self._s_values, dtype=np.float64), known_values[:, VALUE]])
+        s_numbers = np.concatenate([np.asarray(self._s_values, dtype=np.float64), known_values[:, 1]])
         s_columns = self._scalar_columns(row_layouts[s_rows], s_numbers)
         clamped += saturating_add_at(self.histogram, offsets[s_rows] + s_columns, np.ones(len(s_rows), dtype=np.int64))
         clamped += saturating_add_at(self.sums, s_rows, s_sums)
@@ -743,12 +721,13 @@ class Accumulator:
         from their pings' arrays, laid one after another."""
         if not len(known):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        bases = np.repeat(np.asarray(self._f_bases, dtype=np.int64), [len(rows) for rows in self._f_rows])
+        per_ping = [len(rows) // (KNOWN_ROW * 8) for rows in self._f_rows]
+        bases = np.repeat(np.asarray(self._f_bases, dtype=np.int64), per_ping)
         starts, sizes = known[:, FIRST] + bases, known[:, END] - known[:, FIRST]
         # entry j of histogram i is entry starts[i] + j of the pings' arrays
         index = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
-        keys = np.minimum(np.concatenate(self._k_keys)[index], _SPAN)  # as _KeyInts clips them
-        return keys, np.concatenate(self._k_counts)[index], sizes
+        keys = np.minimum(_table(b"".join(self._k_keys))[index], _SPAN)  # as _KeyInts clips them
+        return keys, _table(b"".join(self._k_counts))[index], sizes
 
     def _bucket_keys(self) -> np.ndarray:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the few
@@ -819,13 +798,10 @@ class Accumulator:
         sizes = np.array([len(layout.bounds) for layout in self.layouts], dtype=np.int64)
         starts = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=starts[1:])
-        # one sorted table of (layout, bound) pairs, searched once for all keys
-        table_layout = np.repeat(np.arange(len(sizes)), sizes)
-        table_bound = np.concatenate([np.asarray(layout.bounds, dtype=np.int64) for layout in self.layouts])
-        wanted = layouts * _SPAN + np.clip(keys, -1, _SPAN - 1)
-        table = table_layout * _SPAN + table_bound
-        index = np.minimum(np.searchsorted(table, wanted), len(table) - 1)
-        return np.where(table[index] == wanted, index - starts[layouts], -1)
+        bounds = np.concatenate([np.asarray(layout.bounds, dtype=np.int64) for layout in self.layouts])
+        columns = np.empty(len(keys), dtype=np.int64)
+        _buckets.columns(np.ascontiguousarray(layouts), np.ascontiguousarray(keys), bounds, starts, columns)
+        return columns
 
     def finish(self, stats: RunStats) -> Aggregate:
         """The partition's aggregate (rows in order of first sight: `rebuild` sorts them when merging)."""
@@ -868,8 +844,6 @@ class Accumulator:
 
 
 _UNDEFINED, _UNUSABLE, _TOO_WIDE = -1, -2, -3  # layout ids of histograms without a (usable, narrow) layout
-_NO_ROWS = np.zeros((0, ROW), dtype=np.int64)
-_NO_ENTRIES = np.zeros((0, ENTRY), dtype=np.int64)
 # why a metric is refused: the code of _REFUSALS[i] is -1 - i
 _REFUSALS = ("bad_name", "long_name", "long_label", "undefined_limit")
 _BAD_NAME, _LONG_NAME, _LONG_LABEL, _UNDEFINED_LIMIT = (-1 - i for i in range(len(_REFUSALS)))
@@ -893,6 +867,12 @@ class _KeyInts(dict):
 
 
 _KEY_INTS = _KeyInts()  # shared by a process's partitions
+
+
+def _table(data: bytes, width: int | None = None) -> np.ndarray:
+    """int64 bytes from the scanner as an array, of rows of `width` when given."""
+    array = np.frombuffer(data, dtype=np.int64)
+    return array if width is None else array.reshape(-1, width)
 
 
 def _grown(column: np.ndarray, needed: int) -> np.ndarray:

@@ -1,0 +1,237 @@
+/* The accumulator's passes over every bucket entry and its table of rows, in C (aggregator/extract.py's flush,
+ * aggregator/aggregate.py's merges): numpy's general tools (searchsorted, add.at, unique) cost several times more
+ * here, since they know nothing of how the entries are laid out.
+ *
+ * columns(layouts, keys, bounds, starts, out): out[i] is the column of keys[i] among the lower bounds of layout
+ *   layouts[i], bounds[starts[l]:starts[l + 1]] (non-decreasing; a repeated bound's first column), or -1. The
+ *   entries of one histogram come in increasing order of key, so each search starts where the last one ended.
+ * add_at(target, positions, values): target[positions[i]] += values[i], repeated positions adding up, all of
+ *   them non-negative; True, or False with the target unchanged when a sum would pass INT64_MAX.
+ * found, put: a hash table from int64 keys to int64 values, kept in two arrays (see found).
+ * Every argument is a C-contiguous array of int64 (out and target writable), but add_at's positions may be int32. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A C-contiguous buffer of signed integers (writable if asked), its length and item size (4 or 8). */
+static int integers(PyObject *object, Py_buffer *view, int writable, Py_ssize_t *n, Py_ssize_t *size) {
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *format = view->format ? view->format : "B";
+    if (*format == '=' || *format == '<' || *format == '@') format++;
+    if (!strchr("ilq", *format) || format[1] || (view->itemsize != 4 && view->itemsize != 8)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "arrays of int32 or int64 expected");
+        return -1;
+    }
+    *n = view->len / view->itemsize, *size = view->itemsize;
+    return 0;
+}
+
+/* The buffers of `count` objects, each of int64 unless `narrow` allows int32 at its place; released on failure. */
+static int buffers(PyObject **objects, Py_buffer *views, Py_ssize_t *lengths, int count, int writable, int narrow) {
+    for (int i = 0; i < count; i++) {
+        Py_ssize_t size;
+        if (integers(objects[i], &views[i], writable & (1 << i), &lengths[i], &size) < 0 ||
+            (size != 8 && !(narrow & (1 << i)))) {
+            if (!PyErr_Occurred()) {
+                PyBuffer_Release(&views[i]);
+                PyErr_SetString(PyExc_TypeError, "arrays of int64 expected");
+            }
+            while (i--) PyBuffer_Release(&views[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void release(Py_buffer *views, int count) {
+    for (int i = 0; i < count; i++) PyBuffer_Release(&views[i]);
+}
+
+/* The first index in [lo, hi) whose bound is at least `key` (hi when none is): a doubling step from lo, then
+ * halving, so that a key just after the last one costs a step or two. */
+static Py_ssize_t lower_bound(const int64_t *bounds, Py_ssize_t lo, Py_ssize_t hi, int64_t key) {
+    Py_ssize_t step = 1;
+    while (lo + step < hi && bounds[lo + step] < key) {
+        lo += step;
+        step *= 2;
+    }
+    if (hi > lo + step + 1) hi = lo + step + 1;
+    while (lo < hi) {
+        Py_ssize_t middle = lo + (hi - lo) / 2;
+        if (bounds[middle] < key)
+            lo = middle + 1;
+        else
+            hi = middle;
+    }
+    return lo;
+}
+
+static PyObject *columns(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *objects[5]; /* layouts, keys, bounds, starts, out */
+    Py_buffer views[5];
+    Py_ssize_t n[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4])) return NULL;
+    if (buffers(objects, views, n, 5, 1 << 4, 0) < 0) return NULL;
+    const int64_t *layout = views[0].buf, *key = views[1].buf, *bound = views[2].buf, *start = views[3].buf;
+    int64_t *column = views[4].buf;
+    if (n[0] != n[1] || n[4] != n[1]) {
+        release(views, 5);
+        PyErr_SetString(PyExc_ValueError, "layouts, keys and out differ in length");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n[1]; i++)
+        if (layout[i] < 0 || layout[i] + 1 >= n[3] || start[layout[i]] < 0 || start[layout[i]] > start[layout[i] + 1] ||
+            start[layout[i] + 1] > n[2]) {
+            release(views, 5);
+            PyErr_SetString(PyExc_ValueError, "a layout outside the table");
+            return NULL;
+        }
+    Py_BEGIN_ALLOW_THREADS
+    int64_t last_layout = -1, last_key = 0;
+    Py_ssize_t last = 0;
+    for (Py_ssize_t i = 0; i < n[1]; i++) {
+        Py_ssize_t lo = start[layout[i]], hi = start[layout[i] + 1];
+        if (layout[i] == last_layout && key[i] > last_key) lo = last; /* further on in the same bounds */
+        last = lower_bound(bound, lo, hi, key[i]);
+        column[i] = last < hi && bound[last] == key[i] ? last - start[layout[i]] : -1;
+        last_layout = layout[i], last_key = key[i];
+    }
+    Py_END_ALLOW_THREADS
+    release(views, 5);
+    Py_RETURN_NONE;
+}
+
+/* cell += value for each (cell, value), all of them non-negative, unless a sum would pass INT64_MAX: then the
+ * cells are left as they were and 0 is returned. */
+#define ADD_AT(position)                                                                                             \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                                             \
+        int64_t *to = cell + position[i];                                                                            \
+        if (value[i] < 0 || *to < 0 || value[i] > INT64_MAX - *to) {                                                 \
+            while (i--) cell[position[i]] -= value[i];                                                               \
+            return 0;                                                                                                \
+        }                                                                                                            \
+        *to += value[i];                                                                                             \
+    }                                                                                                                \
+    return 1;
+
+static int add_wide(int64_t *cell, const int64_t *position, const int64_t *value, Py_ssize_t n) { ADD_AT(position) }
+
+static int add_narrow(int64_t *cell, const int32_t *position, const int64_t *value, Py_ssize_t n) { ADD_AT(position) }
+
+static PyObject *add_at(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *objects[3]; /* target, positions, values */
+    Py_buffer views[3];
+    Py_ssize_t n[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2])) return NULL;
+    if (buffers(objects, views, n, 3, 1 << 0, 1 << 1) < 0) return NULL;
+    const int64_t *position64 = views[1].buf;
+    const int32_t *position32 = views[1].buf;
+    int wide = views[1].itemsize == 8;
+    int bad = n[1] != n[2];
+    for (Py_ssize_t i = 0; i < n[1] && !bad; i++) {
+        int64_t at = wide ? position64[i] : position32[i];
+        bad = at < 0 || at >= n[0];
+    }
+    if (bad) {
+        release(views, 3);
+        PyErr_SetString(PyExc_IndexError, "a position outside the target, or not one per value");
+        return NULL;
+    }
+    int added;
+    Py_BEGIN_ALLOW_THREADS
+    added = wide ? add_wide(views[0].buf, position64, views[2].buf, n[1])
+                 : add_narrow(views[0].buf, position32, views[2].buf, n[1]);
+    Py_END_ALLOW_THREADS
+    release(views, 3);
+    return PyBool_FromLong(added);
+}
+
+/* A table of int64 keys (-1: an empty slot) and their int64 values, both of a power of two slots, that Python
+ * keeps as two arrays: found(keys, values, wanted, out) puts each wanted key's value in out (-1 for a key not in
+ * the table) and returns how many were not; put(keys, values, new_keys, new_values) adds keys not in the table,
+ * which must keep an empty slot. A key is at its hash's slot or the first empty one after it. */
+static Py_ssize_t slot_of(const int64_t *keys, Py_ssize_t slots, int64_t key) {
+    size_t mask = (size_t)slots - 1, at = ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> 20 & mask;
+    while (keys[at] != key && keys[at] != -1) at = (at + 1) & mask;
+    return (Py_ssize_t)at;
+}
+
+static int table_of(Py_buffer *views, Py_ssize_t *n) {
+    if (n[0] != n[1] || n[0] < 1 || (n[0] & (n[0] - 1))) {
+        release(views, 4);
+        PyErr_SetString(PyExc_ValueError, "keys and values: the same power of two slots");
+        return -1;
+    }
+    if (n[2] != n[3]) {
+        release(views, 4);
+        PyErr_SetString(PyExc_ValueError, "as many values as keys");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *found(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *objects[4]; /* keys, values, wanted, out */
+    Py_buffer views[4];
+    Py_ssize_t n[4], missing = 0;
+    if (!PyArg_ParseTuple(args, "OOOO", &objects[0], &objects[1], &objects[2], &objects[3])) return NULL;
+    if (buffers(objects, views, n, 4, 1 << 3, 0) < 0 || table_of(views, n) < 0) return NULL;
+    const int64_t *keys = views[0].buf, *values = views[1].buf, *wanted = views[2].buf;
+    int64_t *out = views[3].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n[2]; i++) {
+        Py_ssize_t at = slot_of(keys, n[0], wanted[i]);
+        out[i] = keys[at] == -1 ? -1 : values[at];
+        missing += out[i] == -1;
+    }
+    Py_END_ALLOW_THREADS
+    release(views, 4);
+    return PyLong_FromSsize_t(missing);
+}
+
+static PyObject *put(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *objects[4]; /* keys, values, new keys, new values */
+    Py_buffer views[4];
+    Py_ssize_t n[4], used = 0;
+    if (!PyArg_ParseTuple(args, "OOOO", &objects[0], &objects[1], &objects[2], &objects[3])) return NULL;
+    if (buffers(objects, views, n, 4, 1 << 0 | 1 << 1, 0) < 0 || table_of(views, n) < 0) return NULL;
+    int64_t *keys = views[0].buf, *values = views[1].buf;
+    const int64_t *new_keys = views[2].buf, *new_values = views[3].buf;
+    for (Py_ssize_t i = 0; i < n[0]; i++) used += keys[i] != -1;
+    int bad = used + n[2] >= n[0];
+    for (Py_ssize_t i = 0; i < n[2] && !bad; i++) bad = new_keys[i] == -1;
+    if (bad) {
+        release(views, 4);
+        PyErr_SetString(PyExc_ValueError, "no room for the new keys, or a key of -1");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n[2]; i++) {
+        Py_ssize_t at = slot_of(keys, n[0], new_keys[i]);
+        keys[at] = new_keys[i], values[at] = new_values[i];
+    }
+    release(views, 4);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"columns", columns, METH_VARARGS, "columns(layouts, keys, bounds, starts, out): each key's column, or -1"},
+    {"add_at", add_at, METH_VARARGS, "add_at(target, positions, values) -> whether it added them (no overflow)"},
+    {"found", found, METH_VARARGS, "found(keys, values, wanted, out) -> how many wanted keys the table has not"},
+    {"put", put, METH_VARARGS, "put(keys, values, new_keys, new_values): new keys into the table"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef definition = {
+    PyModuleDef_HEAD_INIT, "_buckets", "The accumulator's passes over bucket entries and its table of rows.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__buckets(void) { return PyModule_Create(&definition); }
