@@ -8,6 +8,7 @@
  * add_at(target, positions, values): target[positions[i]] += values[i], repeated positions adding up, all of
  *   them non-negative; True, or False with the target unchanged when a sum would pass INT64_MAX.
  * found, put: a hash table from int64 keys to int64 values, kept in two arrays (see found).
+ * factorize(keys, out): the distinct keys, and the index of each key among them (see factorize).
  * Every argument is a C-contiguous array of int64 (out and target writable), but add_at's positions may be int32. */
 
 #define PY_SSIZE_T_CLEAN
@@ -221,11 +222,82 @@ static PyObject *put(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* factorize(keys, out) -> the distinct keys in the order they first come, as int64 bytes; out[i] is the index of
+ * keys[i] among them. numpy's unique sorts every key for this; a hash table of the distinct ones, at most 3/4
+ * full, is linear in the keys. */
+typedef struct {
+    int64_t *keys;
+    Py_ssize_t *index; /* of the key among the distinct ones, -1: an empty slot */
+    Py_ssize_t slots;
+} factors;
+
+static int factors_grow(factors *f, const int64_t *distinct, Py_ssize_t n) {
+    Py_ssize_t slots = f->slots ? 2 * f->slots : 1024;
+    int64_t *keys = PyMem_Malloc((size_t)slots * sizeof *keys);
+    Py_ssize_t *index = PyMem_Malloc((size_t)slots * sizeof *index);
+    if (!keys || !index) {
+        PyMem_Free(keys);
+        PyMem_Free(index);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < slots; i++) index[i] = -1;
+    PyMem_Free(f->keys);
+    PyMem_Free(f->index);
+    f->keys = keys, f->index = index, f->slots = slots;
+    for (Py_ssize_t d = 0; d < n; d++) {
+        size_t mask = (size_t)slots - 1, at = ((uint64_t)distinct[d] * 0x9E3779B97F4A7C15ULL) >> 20 & mask;
+        while (index[at] >= 0) at = (at + 1) & mask;
+        keys[at] = distinct[d], index[at] = d;
+    }
+    return 0;
+}
+
+static PyObject *factorize(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *objects[2]; /* keys, out */
+    Py_buffer views[2];
+    Py_ssize_t n[2], count = 0, capacity = 1024;
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1])) return NULL;
+    if (buffers(objects, views, n, 2, 1 << 1, 0) < 0) return NULL;
+    if (n[0] != n[1]) {
+        release(views, 2);
+        PyErr_SetString(PyExc_ValueError, "keys and out differ in length");
+        return NULL;
+    }
+    const int64_t *key = views[0].buf;
+    int64_t *out = views[1].buf, *distinct = PyMem_Malloc((size_t)capacity * sizeof *distinct);
+    factors f = {0};
+    int failed = !distinct || factors_grow(&f, distinct, 0) < 0;
+    for (Py_ssize_t i = 0; i < n[0] && !failed; i++) {
+        size_t mask = (size_t)f.slots - 1, at = ((uint64_t)key[i] * 0x9E3779B97F4A7C15ULL) >> 20 & mask;
+        while (f.index[at] >= 0 && f.keys[at] != key[i]) at = (at + 1) & mask;
+        if (f.index[at] >= 0) {
+            out[i] = f.index[at];
+            continue;
+        }
+        if (count == capacity) {
+            int64_t *grown = PyMem_Realloc(distinct, (size_t)(capacity *= 2) * sizeof *distinct);
+            if (!(failed = !grown)) distinct = grown;
+            if (failed) break;
+        }
+        distinct[count] = key[i], out[i] = count;
+        f.keys[at] = key[i], f.index[at] = count++;
+        if (4 * count > 3 * f.slots) failed = factors_grow(&f, distinct, count) < 0;
+    }
+    PyObject *result = failed ? PyErr_NoMemory() : PyBytes_FromStringAndSize((const char *)distinct, count * 8);
+    PyMem_Free(distinct);
+    PyMem_Free(f.keys);
+    PyMem_Free(f.index);
+    release(views, 2);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"columns", columns, METH_VARARGS, "columns(layouts, keys, bounds, starts, out): each key's column, or -1"},
     {"add_at", add_at, METH_VARARGS, "add_at(target, positions, values) -> whether it added them (no overflow)"},
     {"found", found, METH_VARARGS, "found(keys, values, wanted, out) -> how many wanted keys the table has not"},
     {"put", put, METH_VARARGS, "put(keys, values, new_keys, new_values): new keys into the table"},
+    {"factorize", factorize, METH_VARARGS, "factorize(keys, out) -> the distinct keys, first come first; out: indexes"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -57,6 +57,23 @@ def saturating_add_at(target: np.ndarray, positions: np.ndarray, values: np.ndar
     return clamped
 
 
+def factorized(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct int64 keys in the order they first come, and the index of each key among them: by hashing,
+    linear in the keys, where numpy's unique sorts them all (aggregator/_buckets.c)."""
+    index = np.empty(len(keys), dtype=np.int64)
+    distinct = _buckets.factorize(np.ascontiguousarray(keys, dtype=np.int64), index)
+    return np.frombuffer(distinct, dtype=np.int64), index
+
+
+def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(keys, return_inverse=True)` of int64 keys, sorting only the distinct ones."""
+    distinct, index = factorized(keys)
+    order = np.argsort(distinct)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return distinct[order], rank[index]
+
+
 @dataclass
 class Aggregate:
     """Cells keyed by (dimension set, metric); row r has buckets histogram[row_offset[r]:row_offset[r+1]]."""
@@ -180,7 +197,7 @@ def _collapse(
 ) -> tuple[tuple[np.ndarray, ...], int]:
     """Sum the rows that share a key (their sizes agree: same metric, same layout); rows come out sorted. Also
     returns where each old row and each old bucket went, for the arrays that go with them."""
-    unique_keys, group = np.unique(keys, return_inverse=True)
+    unique_keys, group = unique_inverse(keys)
     new_sizes = np.zeros(len(unique_keys), dtype=np.int64)
     new_sizes[group] = sizes
     new_offset = np.zeros(len(unique_keys) + 1, dtype=np.int64)

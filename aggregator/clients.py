@@ -26,9 +26,11 @@ from aggregator.aggregate import (
     Aggregate,
     Metric,
     drop_build_id,
+    factorized,
     metric_order,
     row_shards,
     saturating_add_at,
+    unique_inverse,
 )
 
 UNIT = 2**32  # one client's normalised histogram sums to this while reductions add them up
@@ -150,7 +152,7 @@ def client_level(parts: Sequence[ClientSamples | None]) -> tuple[ClientCells, Cl
     size = np.concatenate([p.size for p in parts])
     column = np.concatenate([p.column for p in parts])
     value = np.concatenate([p.value for p in parts])
-    client = np.unique(np.concatenate([p.client for p in parts]), return_inverse=True)[1]
+    client = factorized(np.concatenate([p.client for p in parts]).view(np.int64))[1]
     undefined = frozenset().union(*(p.undefined for p in parts))
     by_date = sorted({drop_build_id(d) for d in dimensions})
     date_rank = {d: i for i, d in enumerate(by_date)}
@@ -200,7 +202,7 @@ class _Cells:
         # one group per (client, cell): its total is the client's histogram's, which each entry is divided by
         group_cell, group = _groups(self.client, cell, len(dimensions) * width)
         group_total = np.bincount(group, weights=self.total, minlength=len(group_cell))
-        keys, group_row = np.unique(group_cell, return_inverse=True)
+        keys, group_row = unique_inverse(group_cell)
         rows, shares = [], []
         for samples, entries in self._slices():
             entry_group = group[samples]
@@ -225,7 +227,7 @@ def _groups(client: np.ndarray, cell: np.ndarray, cells: int) -> tuple[np.ndarra
     if not len(client):
         return cell, np.zeros(0, dtype=np.int64)
     if (int(client.max()) + 1) * cells < 2**63:
-        pairs, group = np.unique(client * cells + cell, return_inverse=True)
+        pairs, group = factorized(client * cells + cell)
         return pairs % cells, group
     order = np.lexsort((cell, client))  # too many to number as one integer: sorted by both
     first = np.ones(len(order), dtype=bool)

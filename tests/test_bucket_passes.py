@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aggregator import _buckets
-from aggregator.aggregate import saturating_add_at
+from aggregator.aggregate import factorized, saturating_add_at, unique_inverse
 
 
 def test_the_installed_package_uses_the_compiled_passes():
@@ -121,3 +121,15 @@ def test_bad_arguments_raise_and_write_nothing(call):
 def test_arrays_of_other_types_are_refused(arrays):
     with pytest.raises((TypeError, BufferError, ValueError)):
         _buckets.add_at(*arrays)
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000])
+def test_factorize_numbers_keys_in_the_order_they_first_come(size: int):
+    keys = np.random.default_rng(size).integers(-(2**63), 2**63 - 1, size) // np.int64(2**50)  # many repeats
+    distinct, index = factorized(keys)
+    firsts = list(dict.fromkeys(keys.tolist()))
+    assert distinct.tolist() == firsts
+    assert index.tolist() == [firsts.index(k) for k in keys.tolist()]
+    unique, inverse = unique_inverse(keys)
+    expected, expected_inverse = np.unique(keys, return_inverse=True)
+    assert unique.tolist() == expected.tolist() and inverse.tolist() == expected_inverse.tolist()
