@@ -7,6 +7,9 @@
  *   entries of one histogram come in increasing order of key, so each search starts where the last one ended.
  * add_at(target, positions, values): target[positions[i]] += values[i], repeated positions adding up, all of
  *   them non-negative; True, or False with the target unchanged when a sum would pass INT64_MAX.
+ * take_rows(out, source, starts, sizes): rows of source copied end to end into out.
+ * add_rows(target, target_starts, source, source_starts, sizes): whole rows of source added to rows of target, as
+ *   add_at adds values (see add_rows).
  * found, put: a hash table from int64 keys to int64 values, kept in two arrays (see found).
  * factorize(keys, out): the distinct keys, and the index of each key among them (see factorize).
  * Every argument is a C-contiguous array of int64 (out and target writable), but add_at's positions may be int32. */
@@ -52,6 +55,22 @@ static void release(Py_buffer *views, int count) {
     for (int i = 0; i < count; i++) PyBuffer_Release(&views[i]);
 }
 
+/* NULL, with the buffers released and the error set: arguments the function cannot take. */
+static PyObject *refused(Py_buffer *views, int count, PyObject *error, const char *message) {
+    release(views, count);
+    PyErr_SetString(error, message);
+    return NULL;
+}
+
+/* A function's arguments, `count` arrays, as buffers (see buffers). */
+static int arrays(PyObject *args, Py_buffer *views, Py_ssize_t *lengths, int count, int writable, int narrow) {
+    if (PyTuple_GET_SIZE(args) != count) {
+        PyErr_Format(PyExc_TypeError, "%d arrays expected", count);
+        return -1;
+    }
+    return buffers(&PyTuple_GET_ITEM(args, 0), views, lengths, count, writable, narrow);
+}
+
 /* The first index in [lo, hi) whose bound is at least `key` (hi when none is): a doubling step from lo, then
  * halving, so that a key just after the last one costs a step or two. */
 static Py_ssize_t lower_bound(const int64_t *bounds, Py_ssize_t lo, Py_ssize_t hi, int64_t key) {
@@ -73,25 +92,17 @@ static Py_ssize_t lower_bound(const int64_t *bounds, Py_ssize_t lo, Py_ssize_t h
 
 static PyObject *columns(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *objects[5]; /* layouts, keys, bounds, starts, out */
-    Py_buffer views[5];
+    Py_buffer views[5]; /* layouts, keys, bounds, starts, out */
     Py_ssize_t n[5];
-    if (!PyArg_ParseTuple(args, "OOOOO", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4])) return NULL;
-    if (buffers(objects, views, n, 5, 1 << 4, 0) < 0) return NULL;
+    if (arrays(args, views, n, 5, 1 << 4, 0) < 0) return NULL;
     const int64_t *layout = views[0].buf, *key = views[1].buf, *bound = views[2].buf, *start = views[3].buf;
     int64_t *column = views[4].buf;
-    if (n[0] != n[1] || n[4] != n[1]) {
-        release(views, 5);
-        PyErr_SetString(PyExc_ValueError, "layouts, keys and out differ in length");
-        return NULL;
-    }
+    if (n[0] != n[1] || n[4] != n[1])
+        return refused(views, 5, PyExc_ValueError, "layouts, keys and out differ in length");
     for (Py_ssize_t i = 0; i < n[1]; i++)
         if (layout[i] < 0 || layout[i] + 1 >= n[3] || start[layout[i]] < 0 || start[layout[i]] > start[layout[i] + 1] ||
-            start[layout[i] + 1] > n[2]) {
-            release(views, 5);
-            PyErr_SetString(PyExc_ValueError, "a layout outside the table");
-            return NULL;
-        }
+            start[layout[i] + 1] > n[2])
+            return refused(views, 5, PyExc_ValueError, "a layout outside the table");
     Py_BEGIN_ALLOW_THREADS
     int64_t last_layout = -1, last_key = 0;
     Py_ssize_t last = 0;
@@ -126,11 +137,9 @@ static int add_narrow(int64_t *cell, const int32_t *position, const int64_t *val
 
 static PyObject *add_at(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *objects[3]; /* target, positions, values */
-    Py_buffer views[3];
+    Py_buffer views[3]; /* target, positions, values */
     Py_ssize_t n[3];
-    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2])) return NULL;
-    if (buffers(objects, views, n, 3, 1 << 0, 1 << 1) < 0) return NULL;
+    if (arrays(args, views, n, 3, 1 << 0, 1 << 1) < 0) return NULL;
     const int64_t *position64 = views[1].buf;
     const int32_t *position32 = views[1].buf;
     int wide = views[1].itemsize == 8;
@@ -139,17 +148,76 @@ static PyObject *add_at(PyObject *module, PyObject *args) {
         int64_t at = wide ? position64[i] : position32[i];
         bad = at < 0 || at >= n[0];
     }
-    if (bad) {
-        release(views, 3);
-        PyErr_SetString(PyExc_IndexError, "a position outside the target, or not one per value");
-        return NULL;
-    }
+    if (bad) return refused(views, 3, PyExc_IndexError, "a position outside the target, or not one per value");
     int added;
     Py_BEGIN_ALLOW_THREADS
     added = wide ? add_wide(views[0].buf, position64, views[2].buf, n[1])
                  : add_narrow(views[0].buf, position32, views[2].buf, n[1]);
     Py_END_ALLOW_THREADS
     release(views, 3);
+    return PyBool_FromLong(added);
+}
+
+/* take_rows(out, source, starts, sizes): the rows of source (sizes[r] values from starts[r]) copied into out, one
+ * after another: a shard's or a selection's buckets, a copy per row rather than an index per value. */
+static PyObject *take_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer views[4]; /* out, source, starts, sizes */
+    Py_ssize_t n[4], total = 0;
+    if (arrays(args, views, n, 4, 1 << 0, 0) < 0) return NULL;
+    const int64_t *starts = views[2].buf, *sizes = views[3].buf;
+    int bad = n[2] != n[3];
+    for (Py_ssize_t r = 0; r < n[3] && !bad; r++) {
+        bad = sizes[r] < 0 || starts[r] < 0 || starts[r] > n[1] - sizes[r];
+        total += sizes[r];
+    }
+    if (bad || total != n[0])
+        return refused(views, 4, PyExc_IndexError, "a row outside the source, or out not the rows' length");
+    int64_t *out = views[0].buf;
+    const int64_t *source = views[1].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < n[3]; out += sizes[r], r++) memcpy(out, source + starts[r], (size_t)sizes[r] * 8);
+    Py_END_ALLOW_THREADS
+    release(views, 4);
+    Py_RETURN_NONE;
+}
+
+/* add_rows(target, target_starts, source, source_starts, sizes) -> bool: for each row r, the sizes[r] values of
+ * source from source_starts[r] added to those of target from target_starts[r], all of them non-negative; False,
+ * with the target as it was, when a sum would pass INT64_MAX. A merge adds whole rows: no index per value. */
+static int add_blocks(int64_t *target, const int64_t *to, const int64_t *source, const int64_t *from,
+                      const int64_t *sizes, Py_ssize_t rows) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        int64_t *cell = target + to[r];
+        const int64_t *value = source + from[r];
+        for (int64_t j = 0; j < sizes[r]; j++) {
+            if (value[j] < 0 || cell[j] < 0 || value[j] > INT64_MAX - cell[j]) {
+                while (j--) cell[j] -= value[j];
+                while (r--)
+                    for (j = 0; j < sizes[r]; j++) target[to[r] + j] -= source[from[r] + j];
+                return 0;
+            }
+            cell[j] += value[j];
+        }
+    }
+    return 1;
+}
+
+static PyObject *add_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer views[5]; /* target, target_starts, source, source_starts, sizes */
+    Py_ssize_t n[5];
+    if (arrays(args, views, n, 5, 1 << 0, 0) < 0) return NULL;
+    const int64_t *to = views[1].buf, *from = views[3].buf, *sizes = views[4].buf;
+    int bad = n[1] != n[4] || n[3] != n[4];
+    for (Py_ssize_t r = 0; r < n[4] && !bad; r++)
+        bad = sizes[r] < 0 || to[r] < 0 || from[r] < 0 || to[r] > n[0] - sizes[r] || from[r] > n[2] - sizes[r];
+    if (bad) return refused(views, 5, PyExc_IndexError, "a row outside the target or the source, or a start per size");
+    int added;
+    Py_BEGIN_ALLOW_THREADS
+    added = add_blocks(views[0].buf, to, views[2].buf, from, sizes, n[4]);
+    Py_END_ALLOW_THREADS
+    release(views, 5);
     return PyBool_FromLong(added);
 }
 
@@ -163,27 +231,18 @@ static Py_ssize_t slot_of(const int64_t *keys, Py_ssize_t slots, int64_t key) {
     return (Py_ssize_t)at;
 }
 
-static int table_of(Py_buffer *views, Py_ssize_t *n) {
-    if (n[0] != n[1] || n[0] < 1 || (n[0] & (n[0] - 1))) {
-        release(views, 4);
-        PyErr_SetString(PyExc_ValueError, "keys and values: the same power of two slots");
-        return -1;
-    }
-    if (n[2] != n[3]) {
-        release(views, 4);
-        PyErr_SetString(PyExc_ValueError, "as many values as keys");
-        return -1;
-    }
-    return 0;
+/* What is wrong with a table's arrays and the keys and values given with it, or NULL. */
+static const char *wrong_table(const Py_ssize_t *n) {
+    if (n[0] != n[1] || n[0] < 1 || (n[0] & (n[0] - 1))) return "keys and values: the same power of two slots";
+    return n[2] != n[3] ? "as many values as keys" : NULL;
 }
 
 static PyObject *found(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *objects[4]; /* keys, values, wanted, out */
-    Py_buffer views[4];
+    Py_buffer views[4]; /* keys, values, wanted, out */
     Py_ssize_t n[4], missing = 0;
-    if (!PyArg_ParseTuple(args, "OOOO", &objects[0], &objects[1], &objects[2], &objects[3])) return NULL;
-    if (buffers(objects, views, n, 4, 1 << 3, 0) < 0 || table_of(views, n) < 0) return NULL;
+    if (arrays(args, views, n, 4, 1 << 3, 0) < 0) return NULL;
+    if (wrong_table(n)) return refused(views, 4, PyExc_ValueError, wrong_table(n));
     const int64_t *keys = views[0].buf, *values = views[1].buf, *wanted = views[2].buf;
     int64_t *out = views[3].buf;
     Py_BEGIN_ALLOW_THREADS
@@ -199,21 +258,16 @@ static PyObject *found(PyObject *module, PyObject *args) {
 
 static PyObject *put(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *objects[4]; /* keys, values, new keys, new values */
-    Py_buffer views[4];
+    Py_buffer views[4]; /* keys, values, new keys, new values */
     Py_ssize_t n[4], used = 0;
-    if (!PyArg_ParseTuple(args, "OOOO", &objects[0], &objects[1], &objects[2], &objects[3])) return NULL;
-    if (buffers(objects, views, n, 4, 1 << 0 | 1 << 1, 0) < 0 || table_of(views, n) < 0) return NULL;
+    if (arrays(args, views, n, 4, 1 << 0 | 1 << 1, 0) < 0) return NULL;
+    if (wrong_table(n)) return refused(views, 4, PyExc_ValueError, wrong_table(n));
     int64_t *keys = views[0].buf, *values = views[1].buf;
     const int64_t *new_keys = views[2].buf, *new_values = views[3].buf;
     for (Py_ssize_t i = 0; i < n[0]; i++) used += keys[i] != -1;
     int bad = used + n[2] >= n[0];
     for (Py_ssize_t i = 0; i < n[2] && !bad; i++) bad = new_keys[i] == -1;
-    if (bad) {
-        release(views, 4);
-        PyErr_SetString(PyExc_ValueError, "no room for the new keys, or a key of -1");
-        return NULL;
-    }
+    if (bad) return refused(views, 4, PyExc_ValueError, "no room for the new keys, or a key of -1");
     for (Py_ssize_t i = 0; i < n[2]; i++) {
         Py_ssize_t at = slot_of(keys, n[0], new_keys[i]);
         keys[at] = new_keys[i], values[at] = new_values[i];
@@ -254,16 +308,10 @@ static int factors_grow(factors *f, const int64_t *distinct, Py_ssize_t n) {
 
 static PyObject *factorize(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *objects[2]; /* keys, out */
-    Py_buffer views[2];
+    Py_buffer views[2]; /* keys, out */
     Py_ssize_t n[2], count = 0, capacity = 1024;
-    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1])) return NULL;
-    if (buffers(objects, views, n, 2, 1 << 1, 0) < 0) return NULL;
-    if (n[0] != n[1]) {
-        release(views, 2);
-        PyErr_SetString(PyExc_ValueError, "keys and out differ in length");
-        return NULL;
-    }
+    if (arrays(args, views, n, 2, 1 << 1, 0) < 0) return NULL;
+    if (n[0] != n[1]) return refused(views, 2, PyExc_ValueError, "keys and out differ in length");
     const int64_t *key = views[0].buf;
     int64_t *out = views[1].buf, *distinct = PyMem_Malloc((size_t)capacity * sizeof *distinct);
     factors f = {0};
@@ -295,6 +343,8 @@ static PyObject *factorize(PyObject *module, PyObject *args) {
 static PyMethodDef methods[] = {
     {"columns", columns, METH_VARARGS, "columns(layouts, keys, bounds, starts, out): each key's column, or -1"},
     {"add_at", add_at, METH_VARARGS, "add_at(target, positions, values) -> whether it added them (no overflow)"},
+    {"take_rows", take_rows, METH_VARARGS, "take_rows(out, source, starts, sizes): rows of source, end to end"},
+    {"add_rows", add_rows, METH_VARARGS, "add_rows(target, target_starts, source, source_starts, sizes) -> added"},
     {"found", found, METH_VARARGS, "found(keys, values, wanted, out) -> how many wanted keys the table has not"},
     {"put", put, METH_VARARGS, "put(keys, values, new_keys, new_values): new keys into the table"},
     {"factorize", factorize, METH_VARARGS, "factorize(keys, out) -> the distinct keys, first come first; out: indexes"},
@@ -302,7 +352,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef definition = {
-    PyModuleDef_HEAD_INIT, "_buckets", "The accumulator's passes over bucket entries and its table of rows.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_buckets", "The accumulator's passes over bucket entries and its table of rows.", -1,
+    methods,
     NULL, NULL, NULL, NULL,
 };
 

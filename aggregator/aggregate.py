@@ -6,6 +6,7 @@ what crosses the network is arrays. Every count is non-negative (docs/semantics.
 int64 maximum is the same as clamping the exact total: nothing wraps around.
 """
 
+import itertools
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -148,32 +149,32 @@ def rebuild(
     width = max(len(metrics), 1)
 
     weighted = all(part.clients is not None for part in parts)
-    keys, sizes, histograms, sums, counts, clients, client_histograms = [], [], [], [], [], [], []
+    keys, sizes, starts, histograms, sums, counts, clients, client_histograms = ([] for _ in range(8))
     for part, (new_dims, rows) in zip(parts, selections, strict=True):
         if not rows.any():
             continue
         dim_map = np.array([dim_rank.get(d, -1) for d in new_dims], dtype=np.int64)
         metric_map = np.array([metric_rank.get(m, -1) for m in part.metrics], dtype=np.int64)
-        row_sizes = np.diff(part.row_offset)
         keys.append(dim_map[part.row_dimension[rows]] * width + metric_map[part.row_metric[rows]])
-        sizes.append(row_sizes[rows])
-        entries = slice(None) if rows.all() else np.repeat(rows, row_sizes)
-        histograms.append(part.histogram[entries])
+        sizes.append(np.diff(part.row_offset)[rows])
+        starts.append(part.row_offset[:-1][rows])
+        histograms.append(part.histogram)
         sums.append(part.sums[rows])
         counts.append(part.counts[rows])
         if weighted:
             clients.append(part.clients[rows])
-            client_histograms.append(part.client_histogram[entries])
+            client_histograms.append(row_values(part.client_histogram, starts[-1], sizes[-1]))
     if not keys:
         return Aggregate.empty(columns, stats)
-    merged, overflow = _collapse(*(np.concatenate(a) for a in (keys, sizes, histograms, sums, counts)))
+    merged, overflow = _collapse(keys, sizes, starts, histograms, np.concatenate(sums), np.concatenate(counts))
     stats.overflow += overflow
-    unique_keys, row_offset, histogram, row_sums, row_counts, group, targets = merged
+    unique_keys, row_offset, histogram, row_sums, row_counts, group = merged
     row_clients = new_client_histogram = None
     if weighted:
         row_clients = np.zeros(len(unique_keys), dtype=np.int64)
         np.add.at(row_clients, group, np.concatenate(clients))  # distinct clients: far below int64's range
         new_client_histogram = np.zeros(len(histogram), dtype=np.float64)
+        targets = _targets(row_offset, group, np.concatenate(sizes))
         np.add.at(new_client_histogram, targets, np.concatenate(client_histograms))
     return Aggregate(
         columns,
@@ -193,28 +194,54 @@ def rebuild(
 
 
 def _collapse(
-    keys: np.ndarray, sizes: np.ndarray, histogram: np.ndarray, sums: np.ndarray, counts: np.ndarray
+    keys: list[np.ndarray],
+    sizes: list[np.ndarray],
+    starts: list[np.ndarray],
+    histograms: list[np.ndarray],
+    sums: np.ndarray,
+    counts: np.ndarray,
 ) -> tuple[tuple[np.ndarray, ...], int]:
-    """Sum the rows that share a key (their sizes agree: same metric, same layout); rows come out sorted. Also
-    returns where each old row and each old bucket went, for the arrays that go with them."""
-    unique_keys, group = unique_inverse(keys)
+    """Sum the rows that share a key (their sizes agree: same metric, same layout); rows come out sorted. Each
+    part gives its rows' keys, sizes and starts in its histogram; sums and counts are all the parts' rows'. Also
+    returns the new row of each old row."""
+    unique_keys, group = unique_inverse(np.concatenate(keys))
+    row_sizes = np.concatenate(sizes)
     new_sizes = np.zeros(len(unique_keys), dtype=np.int64)
-    new_sizes[group] = sizes
+    new_sizes[group] = row_sizes
     new_offset = np.zeros(len(unique_keys) + 1, dtype=np.int64)
     np.cumsum(new_sizes, out=new_offset[1:])
-    old_start = np.cumsum(sizes) - sizes
-    # bucket i of old row r moves to new_offset[group[r]] + (i - old_start[r]): one shift per row; int32 when the
-    # buckets allow, as this is the reduction's largest array and half its memory traffic
-    index = np.int32 if len(histogram) < 2**31 else np.int64
-    targets = np.repeat((new_offset[group] - old_start).astype(index), sizes)
-    targets += np.arange(len(histogram), dtype=index)
     new_histogram = np.zeros(int(new_offset[-1]), dtype=np.int64)
+    # each part's rows added whole onto their new rows, in the parts' own arrays (aggregator/_buckets.c)
+    to = np.split(new_offset[group], np.cumsum([len(k) for k in keys])[:-1])
+    overflow = 0
+    if not all(map(_buckets.add_rows, itertools.repeat(new_histogram), to, histograms, starts, sizes)):
+        new_histogram = np.zeros(int(new_offset[-1]), dtype=np.int64)  # a sum past the maximum: clamped, at once
+        values = np.concatenate(list(map(row_values, histograms, starts, sizes)))
+        overflow = saturating_add_at(new_histogram, _targets(new_offset, group, row_sizes), values)
     new_sums = np.zeros(len(unique_keys), dtype=np.int64)
     new_counts = np.zeros(len(unique_keys), dtype=np.int64)
-    overflow = saturating_add_at(new_histogram, targets, histogram)
     overflow += saturating_add_at(new_sums, group, sums)
     overflow += saturating_add_at(new_counts, group, counts)
-    return (unique_keys, new_offset, new_histogram, new_sums, new_counts, group, targets), overflow
+    return (unique_keys, new_offset, new_histogram, new_sums, new_counts, group), overflow
+
+
+def row_values(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The values (int64 or float64) of rows given by their starts and sizes in `values`, laid end to end."""
+    if values.dtype.itemsize != 8:
+        raise TypeError(f"rows of 8-byte values expected, not {values.dtype}")
+    out = np.empty(int(sizes.sum()), dtype=values.dtype)
+    _buckets.take_rows(out.view(np.int64), np.ascontiguousarray(values).view(np.int64), starts, sizes)
+    return out
+
+
+def _targets(new_offset: np.ndarray, group: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Where each value of the old rows (laid end to end) goes in the new ones: value i of old row r to
+    new_offset[group[r]] + (i - old_start[r]), one shift per row; int32 when the values allow."""
+    total = int(sizes.sum())
+    index = np.int32 if total < 2**31 else np.int64
+    targets = np.repeat((new_offset[group] - (np.cumsum(sizes) - sizes)).astype(index), sizes)
+    targets += np.arange(total, dtype=index)
+    return targets
 
 
 def merge(parts: Iterable[Aggregate]) -> Aggregate:
@@ -249,10 +276,9 @@ def group_shard(dimensions: tuple[str, ...], shards: int) -> int:
 
 def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggregate:
     """The aggregate's rows where `rows` (a boolean mask) is set, as they are; the tables are kept whole."""
-    sizes = np.diff(aggregate.row_offset)
-    offsets = np.zeros(int(np.count_nonzero(rows)) + 1, dtype=np.int64)
-    np.cumsum(sizes[rows], out=offsets[1:])
-    entries = np.repeat(rows, sizes)
+    starts, sizes = aggregate.row_offset[:-1][rows], np.diff(aggregate.row_offset)[rows]
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
     weighted = aggregate.clients is not None
     return Aggregate(
         aggregate.columns,
@@ -263,11 +289,11 @@ def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggr
         offsets,
         aggregate.sums[rows],
         aggregate.counts[rows],
-        aggregate.histogram[entries],
+        row_values(aggregate.histogram, starts, sizes),
         stats,
         aggregate.undefined,
         aggregate.clients[rows] if weighted else None,
-        aggregate.client_histogram[entries] if weighted else None,
+        row_values(aggregate.client_histogram, starts, sizes) if weighted else None,
     )
 
 

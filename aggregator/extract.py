@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aggregator import _buckets
-from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, saturating_add_at
+from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, row_values, saturating_add_at
 from aggregator.bounds import Limits, utf8_length
 from aggregator.buckets import scalar_buckets
 from aggregator.clients import ClientSamples, client_hashes, narrowed
@@ -724,10 +724,8 @@ class Accumulator:
         per_ping = [len(rows) // (KNOWN_ROW * 8) for rows in self._f_rows]
         bases = np.repeat(np.asarray(self._f_bases, dtype=np.int64), per_ping)
         starts, sizes = known[:, FIRST] + bases, known[:, END] - known[:, FIRST]
-        # entry j of histogram i is entry starts[i] + j of the pings' arrays
-        index = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
-        keys = np.minimum(_table(b"".join(self._k_keys))[index], _SPAN)  # as _KeyInts clips them
-        return keys, _table(b"".join(self._k_counts))[index], sizes
+        keys = np.minimum(row_values(_table(b"".join(self._k_keys)), starts, sizes), _SPAN)  # as _KeyInts clips them
+        return keys, row_values(_table(b"".join(self._k_counts)), starts, sizes), sizes
 
     def _bucket_keys(self) -> np.ndarray:
         """Bucket keys as Python's int() reads them (_NOT_INT where it cannot), through a cache of the few
@@ -876,9 +874,9 @@ def _table(data: bytes, width: int | None = None) -> np.ndarray:
 
 
 def _grown(column: np.ndarray, needed: int) -> np.ndarray:
-    """`column`, or a copy with room for `needed` items (doubling, so growth is amortised)."""
-    if needed <= len(column):
-        return column
-    grown = np.zeros(max(needed, 2 * len(column)), dtype=column.dtype)
-    grown[: len(column)] = column
-    return grown
+    """`column` with room for `needed` items, the new ones zero (doubling, so growth is amortised). Resized in
+    place: realloc moves a large block's pages rather than copying it, and the old and the new never coexist.
+    Safe here because the accumulator holds no view of its arrays between flushes."""
+    if needed > len(column):
+        column.resize(max(needed, 2 * len(column)), refcheck=False)
+    return column

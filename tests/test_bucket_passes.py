@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aggregator import _buckets
-from aggregator.aggregate import factorized, saturating_add_at, unique_inverse
+from aggregator.aggregate import factorized, row_values, saturating_add_at, unique_inverse
 
 
 def test_the_installed_package_uses_the_compiled_passes():
@@ -133,3 +133,37 @@ def test_factorize_numbers_keys_in_the_order_they_first_come(size: int):
     unique, inverse = unique_inverse(keys)
     expected, expected_inverse = np.unique(keys, return_inverse=True)
     assert unique.tolist() == expected.tolist() and inverse.tolist() == expected_inverse.tolist()
+
+
+def random_rows(rng: np.random.Generator, values: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and sizes of rows within `values` values (rows may overlap and repeat)."""
+    sizes = rng.integers(0, 6, rows)
+    return rng.integers(0, values - sizes + 1), sizes
+
+
+def test_row_values_lays_rows_end_to_end():
+    rng = np.random.default_rng(7)
+    for values in (rng.integers(0, 10**9, 100), rng.random(100)):
+        starts, sizes = random_rows(rng, len(values), 30)
+        expected = [v for s, n in zip(starts.tolist(), sizes.tolist(), strict=True) for v in values[s : s + n].tolist()]
+        assert row_values(values, starts, sizes).tolist() == expected
+    with pytest.raises(TypeError):
+        row_values(np.zeros(4, dtype=np.int32), np.array([0]), np.array([2]))
+    with pytest.raises(IndexError):
+        row_values(np.zeros(4, dtype=np.int64), np.array([3]), np.array([2]))
+
+
+def test_add_rows_adds_whole_rows_or_nothing():
+    rng = np.random.default_rng(8)
+    source, target = rng.integers(0, 10**12, 200), rng.integers(0, 10**12, 50)
+    starts, sizes = random_rows(rng, len(source), 40)
+    to = rng.integers(0, len(target) - sizes + 1)
+    expected = target.tolist()
+    for t, s, n in zip(to.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        for j in range(n):
+            expected[t + j] += int(source[s + j])
+    assert _buckets.add_rows(target, to, source, starts, sizes)
+    assert target.tolist() == expected
+    source[starts[np.flatnonzero(sizes)[-1]]] = 2**63 - 1  # the last row's first sum past the maximum: nothing added
+    assert not _buckets.add_rows(target, to, source, starts, sizes)
+    assert target.tolist() == expected
