@@ -10,6 +10,7 @@
  * take_rows(out, source, starts, sizes): rows of source copied end to end into out.
  * add_rows(target, target_starts, source, source_starts, sizes): whole rows of source added to rows of target, as
  *   add_at adds values (see add_rows).
+ * add_entries(target, row_offset, row, entry_row, entry_column, values): sparse entries added into dense rows.
  * found, put: a hash table from int64 keys to int64 values, kept in two arrays (see found).
  * factorize(keys, out): the distinct keys, and the index of each key among them (see factorize).
  * Every argument is a C-contiguous array of int64 (out and target writable), but add_at's positions may be int32. */
@@ -221,6 +222,48 @@ static PyObject *add_rows(PyObject *module, PyObject *args) {
     return PyBool_FromLong(added);
 }
 
+/* add_entries(target, row_offset, row, entry_row, entry_column, values) -> bool: each entry's value added at
+ * target[row_offset[r] + entry_column[e]], r = row[entry_row[e]], unless r is -1 (a row the target has not);
+ * entry_row and entry_column are int32, the values non-negative. False, with the target as it was, when a sum would
+ * pass INT64_MAX. Sparse cells (aggregator/clients.py) added into dense rows in one pass, with no array per entry. */
+static PyObject *add_entries(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer views[6]; /* target, row_offset, row, entry_row, entry_column, values */
+    Py_ssize_t n[6];
+    if (arrays(args, views, n, 6, 1 << 0, 1 << 3 | 1 << 4) < 0) return NULL;
+    if (views[3].itemsize != 4 || views[4].itemsize != 4)
+        return refused(views, 6, PyExc_TypeError, "entry_row and entry_column: int32");
+    int64_t *target = views[0].buf;
+    const int64_t *offset = views[1].buf, *row = views[2].buf, *value = views[5].buf;
+    const int32_t *entry_row = views[3].buf, *entry_column = views[4].buf;
+    int bad = n[3] != n[5] || n[4] != n[5];
+    for (Py_ssize_t r = 0; r < n[2] && !bad; r++) bad = row[r] < -1 || row[r] + 1 >= n[1];
+    for (Py_ssize_t e = 0; e < n[5] && !bad; e++) {
+        bad = entry_row[e] < 0 || entry_row[e] >= n[2];
+        int64_t r = bad ? -1 : row[entry_row[e]];
+        bad = bad || (r >= 0 && (entry_column[e] < 0 || offset[r] + entry_column[e] >= n[0]));
+    }
+    if (bad) return refused(views, 6, PyExc_IndexError, "an entry outside its row, or a row outside the target");
+    int added = 1;
+    Py_ssize_t e = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; e < n[5]; e++) {
+        int64_t r = row[entry_row[e]];
+        if (r < 0) continue;
+        int64_t *cell = target + offset[r] + entry_column[e];
+        if (value[e] < 0 || *cell < 0 || value[e] > INT64_MAX - *cell) {
+            added = 0;
+            break;
+        }
+        *cell += value[e];
+    }
+    while (!added && e--)
+        if (row[entry_row[e]] >= 0) target[offset[row[entry_row[e]]] + entry_column[e]] -= value[e];
+    Py_END_ALLOW_THREADS
+    release(views, 6);
+    return PyBool_FromLong(added);
+}
+
 /* A table of int64 keys (-1: an empty slot) and their int64 values, both of a power of two slots, that Python
  * keeps as two arrays: found(keys, values, wanted, out) puts each wanted key's value in out (-1 for a key not in
  * the table) and returns how many were not; put(keys, values, new_keys, new_values) adds keys not in the table,
@@ -345,6 +388,8 @@ static PyMethodDef methods[] = {
     {"add_at", add_at, METH_VARARGS, "add_at(target, positions, values) -> whether it added them (no overflow)"},
     {"take_rows", take_rows, METH_VARARGS, "take_rows(out, source, starts, sizes): rows of source, end to end"},
     {"add_rows", add_rows, METH_VARARGS, "add_rows(target, target_starts, source, source_starts, sizes) -> added"},
+    {"add_entries", add_entries, METH_VARARGS,
+     "add_entries(target, row_offset, row, entry_row, entry_column, values) -> whether it added them"},
     {"found", found, METH_VARARGS, "found(keys, values, wanted, out) -> how many wanted keys the table has not"},
     {"put", put, METH_VARARGS, "put(keys, values, new_keys, new_values): new keys into the table"},
     {"factorize", factorize, METH_VARARGS, "factorize(keys, out) -> the distinct keys, first come first; out: indexes"},

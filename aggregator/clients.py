@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aggregator import _buckets
 from aggregator.aggregate import (
     BUILD_ID_COLUMNS,
     SUBMISSION_DATE_COLUMNS,
@@ -258,8 +259,9 @@ def with_clients(aggregate: Aggregate, parts: Sequence[ClientCells]) -> Aggregat
         row[keys[row] != wanted] = -1
         found = row >= 0
         np.add.at(clients, row[found], cells.clients[found])
-        entry_row = row[cells.entry_row]
-        kept = entry_row >= 0
-        positions = aggregate.row_offset[entry_row[kept]] + cells.entry_column[kept]
-        saturating_add_at(fixed, positions, cells.share[kept])
+        if not _buckets.add_entries(fixed, aggregate.row_offset, row, cells.entry_row, cells.entry_column, cells.share):
+            entry_row = row[cells.entry_row]  # a sum past int64's maximum: clamped, at once
+            kept = entry_row >= 0
+            positions = aggregate.row_offset[entry_row[kept]] + cells.entry_column[kept]
+            saturating_add_at(fixed, positions, cells.share[kept])
     return Aggregate(**{**vars(aggregate), "clients": clients, "client_histogram": fixed / UNIT})

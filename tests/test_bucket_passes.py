@@ -167,3 +167,25 @@ def test_add_rows_adds_whole_rows_or_nothing():
     source[starts[np.flatnonzero(sizes)[-1]]] = 2**63 - 1  # the last row's first sum past the maximum: nothing added
     assert not _buckets.add_rows(target, to, source, starts, sizes)
     assert target.tolist() == expected
+
+
+def test_add_entries_adds_sparse_entries_into_their_rows_or_nothing():
+    rng = np.random.default_rng(9)
+    row_offset = np.cumsum([0, *rng.integers(1, 6, 20)])
+    target = rng.integers(0, 10**12, int(row_offset[-1]))
+    row = np.where(rng.random(30) < 0.2, -1, rng.integers(0, 20, 30))  # sparse rows: some not in the target
+    entry_row = rng.integers(0, 30, 200).astype(np.int32)
+    width = np.diff(row_offset)[np.maximum(row, 0)][entry_row]
+    entry_column = (rng.integers(0, 1000, 200) % width).astype(np.int32)
+    values = rng.integers(0, 10**12, 200)
+    expected = target.tolist()
+    for r, c, v in zip(entry_row.tolist(), entry_column.tolist(), values.tolist(), strict=True):
+        if row[r] >= 0:
+            expected[row_offset[row[r]] + c] += v
+    assert _buckets.add_entries(target, row_offset, row, entry_row, entry_column, values)
+    assert target.tolist() == expected
+    values[np.flatnonzero(row[entry_row] >= 0)[-1]] = 2**63 - 1
+    assert not _buckets.add_entries(target, row_offset, row, entry_row, entry_column, values)
+    assert target.tolist() == expected
+    with pytest.raises(TypeError):  # entries' rows and columns are int32
+        _buckets.add_entries(target, row_offset, row, entry_row.astype(np.int64), entry_column, values)
