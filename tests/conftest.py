@@ -1,6 +1,6 @@
 """Shared fixtures: a generated corpus, a LocalCluster, a separately started scheduler and workers, the corpus
-published in a database of the module's own (and served on a socket), and the reference aggregation the API's
-answers are checked with."""
+published in a database (and served on a socket), and the reference aggregation the API's answers are checked
+with."""
 
 import asyncio
 import contextlib
@@ -110,16 +110,17 @@ def start_cluster(folder: Path, workers: int = 2) -> Iterator[Cluster]:
                 process.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as an operator would."""
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, started as an operator would; started once
+    (a worker killed by a test is restarted by its nanny)."""
     with start_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
         yield cluster.address
 
 
 @pytest.fixture(scope="session")
 def snapshot(corpus: GenerateSummary, local_client: Client, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The corpus aggregated by the job on the LocalCluster: the snapshot the API's tests publish."""
+    """The corpus aggregated by the job on the LocalCluster: the snapshot the API's and the store's tests publish."""
     from tests.test_job import config  # the job tests' configuration of a corpus run
 
     path = tmp_path_factory.mktemp("snapshot") / "snap"
@@ -127,10 +128,10 @@ def snapshot(corpus: GenerateSummary, local_client: Client, tmp_path_factory: py
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def scratch_database() -> Iterator[Callable[[str], str]]:
+@contextlib.contextmanager
+def databases() -> Iterator[Callable[[str], str]]:
     """Creates databases named `<prefix>_<random>` (other developers' tests run at the same time) and drops
-    them when the module is done; each call returns the new database's URL."""
+    them on exit; each call returns the new database's URL."""
     made: list[str] = []
 
     async def admin(sql: str) -> None:
@@ -146,12 +147,21 @@ def scratch_database() -> Iterator[Callable[[str], str]]:
         made.append(name)
         return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
 
-    yield make
-    for name in made:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield make
+    finally:
+        for name in made:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-# ---- the corpus served: published by the store's real path into a database of the module's own -----------
+@pytest.fixture(scope="module")
+def scratch_database() -> Iterator[Callable[[str], str]]:
+    """Databases of the module's own (see `databases`), dropped when the module is done."""
+    with databases() as make:
+        yield make
+
+
+# ---- the corpus served: published by the store's real path into a database of its own -------------------
 
 
 def settings_for(url: str, **changes) -> ServerSettings:
@@ -159,11 +169,13 @@ def settings_for(url: str, **changes) -> ServerSettings:
     return replace(ServerSettings.from_env({"dsn": url}), **{"ledger_poll_seconds": 0, "jwks": None} | changes)
 
 
-@pytest.fixture(scope="module")
-def database_url(scratch_database, snapshot, corpus) -> str:
-    url = scratch_database("ta_api")
-    asyncio.run(publish(url, snapshot, corpus.dates))  # the store's real path: migrate, publish every day
-    return url
+@pytest.fixture(scope="session")
+def database_url(snapshot, corpus) -> Iterator[str]:
+    """The corpus published once for every module that reads it (none writes to it)."""
+    with databases() as make:
+        url = make("ta_api")
+        asyncio.run(publish(url, snapshot, corpus.dates))  # the store's real path: migrate, publish every day
+        yield url
 
 
 @pytest.fixture

@@ -93,11 +93,9 @@ def answers(cells: dict, kind: str, dates: list[str]) -> Answers:
 
 
 @dataclass
-class Day:
-    """The day under test: its database, the API serving it, and runs A and B."""
+class Runs:
+    """Runs A and B of the day under test, and what the store and the API hold for each."""
 
-    url: str
-    api: str  # the API's base URL
     date: str
     snapshots: dict[str, str]  # run name (A, B): snapshot
     digests: dict[str, dict[str, str]]  # run name: kind: the run's digest
@@ -105,13 +103,22 @@ class Day:
     answers: dict[str, dict[str, Answers]]  # run name: kind: what the API answers
 
 
-@pytest.fixture
-def day(private_postgres: PrivatePostgres, snapshot, corpus, rerun, tmp_path) -> Iterator[Day]:
+@dataclass
+class Day(Runs):
+    """The day under test: its database and the API serving it, besides its runs."""
+
+    url: str
+    api: str  # the API's base URL
+
+
+@pytest.fixture(scope="module")
+def day_runs(snapshot, corpus, rerun) -> Runs:
+    """Computed once for the module's tests: the checks only read them."""
     date = corpus.dates[0]
     snapshots = {"A": snapshot, "B": rerun[1]}
     cells = {
         "A": reference_cells([reference(corpus.output, True)[date]]),
-        "B": reference_cells([reference(rerun[0], True)[date]]),
+        "B": reference_cells([reference(rerun[0], True, clients=False)[date]]),
     }
     wanted = {}
     for kind in KINDS:  # the dates asked for: those of A and B
@@ -119,17 +126,22 @@ def day(private_postgres: PrivatePostgres, snapshot, corpus, rerun, tmp_path) ->
         for run, run_cells in cells.items():
             wanted.setdefault(run, {})[kind] = answers(run_cells, kind, dates)
         assert wanted["A"][kind].metrics[0] != wanted["B"][kind].metrics[0]  # the checks tell A from B
+    digests = {run: {k: read_attrs(path, k, date)["digest"] for k in KINDS} for run, path in snapshots.items()}
+    rows = {run: {k: snapshot_cells(path, k, date) for k in KINDS} for run, path in snapshots.items()}
+    return Runs(date, snapshots, digests, rows, wanted)
+
+
+@pytest.fixture
+def day(private_postgres: PrivatePostgres, day_runs: Runs, tmp_path) -> Iterator[Day]:
     url = private_postgres.create_database("ta_faults")
     asyncio.run(call(url, schema.migrate))
-    republish(url, snapshot, date)
+    republish(url, day_runs.snapshots["A"], day_runs.date)
     log = tmp_path / "server.log"
     with log.open("w") as output:
         server, api = start_server(url, {"API_LEDGER_POLL_SECONDS": "0"}, output)
     try:
         asyncio.run(wait_for(api))
-        digests = {run: {k: read_attrs(path, k, date)["digest"] for k in KINDS} for run, path in snapshots.items()}
-        rows = {run: {k: snapshot_cells(path, k, date) for k in KINDS} for run, path in snapshots.items()}
-        yield Day(url, api, date, snapshots, digests, rows, wanted)
+        yield Day(**vars(day_runs), url=url, api=api)
     finally:
         server.terminate()
         server.wait(timeout=30)

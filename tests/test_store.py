@@ -1,8 +1,9 @@
 """The Postgres store against a real server: what is published equals the reference aggregation, re-publishing
 changes nothing, a re-run replaces exactly its day, build-id aggregates sum their days, rebuild and trim.
 
-Every test works in databases of its own (`ta_store_<random>`), created and dropped here, so that other
-suites running on the same server are never touched.
+Every test that writes works in databases of its own (`ta_store_<random>`), created and dropped here, so that
+other suites running on the same server are never touched; the snapshot published whole is the session's
+database (conftest.database_url), which they only read.
 """
 
 import asyncio
@@ -88,20 +89,10 @@ def publish_all(dsn: str, snapshot: str, dates: list[str]) -> list:
     return run(call(dsn, publish_dates, snapshot, dates, KINDS, say=lambda *_: None))
 
 
-@pytest.fixture(scope="module")
-def snapshot(corpus, local_client, tmp_path_factory) -> str:
-    """The job's snapshot of the shared two-day corpus."""
-    path = tmp_path_factory.mktemp("store") / "snapshot"
-    run_job(config(corpus, path), client=local_client, say=lambda *_: None)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def published(snapshot, corpus) -> Iterator[str]:
-    """A database holding the whole snapshot; tests must not change it."""
-    with temporary_database() as dsn:
-        publish_all(dsn, snapshot, corpus.dates)
-        yield dsn
+@pytest.fixture
+def published(database_url) -> str:
+    """A database holding the whole snapshot: the session's (conftest.database_url); tests must not change it."""
+    return database_url
 
 
 @pytest.fixture
