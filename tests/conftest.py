@@ -99,15 +99,16 @@ def start_cluster(folder: Path, workers: int = 2) -> Iterator[Cluster]:
             client.wait_for_workers(workers, timeout=60)
             address = client.scheduler.address
         yield Cluster(address, processes[0], processes[1:])
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a worker that lost its scheduler may not stop on its own
-                process.kill()
-                process.wait()
+    finally:  # the workers first: one whose scheduler is gone waits seconds for it before it stops
+        for group in (processes[1:], processes[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # a worker that lost its scheduler may not stop on its own
+                    process.kill()
+                    process.wait()
 
 
 @pytest.fixture(scope="session")
