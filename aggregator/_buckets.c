@@ -268,8 +268,11 @@ static PyObject *add_entries(PyObject *module, PyObject *args) {
  * keeps as two arrays: found(keys, values, wanted, out) puts each wanted key's value in out (-1 for a key not in
  * the table) and returns how many were not; put(keys, values, new_keys, new_values) adds keys not in the table,
  * which must keep an empty slot. A key is at its hash's slot or the first empty one after it. */
+/* A key's first slot in a table of mask + 1 slots (Fibonacci hashing: the codes' low bits are dense). */
+static inline size_t home(int64_t key, size_t mask) { return ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> 20 & mask; }
+
 static Py_ssize_t slot_of(const int64_t *keys, Py_ssize_t slots, int64_t key) {
-    size_t mask = (size_t)slots - 1, at = ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> 20 & mask;
+    size_t mask = (size_t)slots - 1, at = home(key, mask);
     while (keys[at] != key && keys[at] != -1) at = (at + 1) & mask;
     return (Py_ssize_t)at;
 }
@@ -342,7 +345,7 @@ static int factors_grow(factors *f, const int64_t *distinct, Py_ssize_t n) {
     PyMem_Free(f->index);
     f->keys = keys, f->index = index, f->slots = slots;
     for (Py_ssize_t d = 0; d < n; d++) {
-        size_t mask = (size_t)slots - 1, at = ((uint64_t)distinct[d] * 0x9E3779B97F4A7C15ULL) >> 20 & mask;
+        size_t mask = (size_t)slots - 1, at = home(distinct[d], mask);
         while (index[at] >= 0) at = (at + 1) & mask;
         keys[at] = distinct[d], index[at] = d;
     }
@@ -360,7 +363,7 @@ static PyObject *factorize(PyObject *module, PyObject *args) {
     factors f = {0};
     int failed = !distinct || factors_grow(&f, distinct, 0) < 0;
     for (Py_ssize_t i = 0; i < n[0] && !failed; i++) {
-        size_t mask = (size_t)f.slots - 1, at = ((uint64_t)key[i] * 0x9E3779B97F4A7C15ULL) >> 20 & mask;
+        size_t mask = (size_t)f.slots - 1, at = home(key[i], mask);
         while (f.index[at] >= 0 && f.keys[at] != key[i]) at = (at + 1) & mask;
         if (f.index[at] >= 0) {
             out[i] = f.index[at];

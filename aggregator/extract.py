@@ -41,6 +41,8 @@ from aggregator.scan import (
     RAW,
     SKIP,
     SUM,
+    VALUE,
+    VALUE_METRIC,
     Known,
     Scanned,
 )
@@ -369,10 +371,10 @@ class Accumulator:
         metrics = itertools.chain(self._h_metrics[histograms_before:], self._s_metrics[values_before:])
         if scanned is not None:
             rows, values = _table(scanned.known_rows, KNOWN_ROW), _table(scanned.known_values, KNOWN_VALUE)
-            metrics = itertools.chain(metrics, rows[:, METRIC].tolist(), values[:, 0].tolist())
+            metrics = itertools.chain(metrics, rows[:, METRIC].tolist(), values[:, VALUE_METRIC].tolist())
         return sum(map(width, metrics)) > self.limits.ping_buckets
 
-    # Each family has a fast path through `_cache(process, family)`, from the metric's key in the ping to its
+    # Each family has a fast path through its cache in `self.known`, from the metric's key in the ping to its
     # id, taken when the value has the common, valid shape. Everything else (first sight of a metric, layouts
     # taken from the ping, odd values) goes through the general path, which fills the cache when it can.
     def _histograms(self, process: str, container: dict) -> None:
@@ -652,7 +654,7 @@ class Accumulator:
         dimensions = np.concatenate([np.repeat(ping_dimensions, np.asarray(n, dtype=np.int64)) for n in per_ping])
         metric_layouts = np.array([m[3] for m in self.metrics], dtype=np.int64)
         metrics = [np.asarray(self._h_metrics, dtype=np.int64), known[:, METRIC]]
-        metrics += [np.asarray(self._s_metrics, dtype=np.int64), known_values[:, 0]]
+        metrics += [np.asarray(self._s_metrics, dtype=np.int64), known_values[:, VALUE_METRIC]]
         rows = self._rows(dimensions, np.concatenate(metrics), metric_layouts)
         # the histograms (parsed ones, then scanned ones of known metrics), then the scalar-like values (the same)
         h_rows, s_rows = rows[: len(self._h_metrics) + len(known)], rows[len(self._h_metrics) + len(known) :]
@@ -671,12 +673,12 @@ class Accumulator:
         positions = offsets[entry_rows[found]] + columns[found]
         # each conversion may count values it clamps into self.overflow: converted before the adds count theirs
         h_sums = np.concatenate([self._clamped(self._h_sums), known[:, SUM]])
-        s_sums = np.concatenate([self._integer_parts(self._s_values), known_values[:, 1]])
+        s_sums = np.concatenate([self._integer_parts(self._s_values), known_values[:, VALUE]])
         clamped = saturating_add_at(self.histogram, positions, values[found])
         clamped += saturating_add_at(self.sums, h_rows, h_sums)
         clamped += saturating_add_at(self.counts, h_rows, np.ones(len(h_rows), dtype=np.int64))
         # scalar-like values: one sample each, in the bucket of the largest lower bound <= value
-        s_numbers = np.concatenate([np.asarray(self._s_values, dtype=np.float64), known_values[:, 1]])
+        s_numbers = np.concatenate([np.asarray(self._s_values, dtype=np.float64), known_values[:, VALUE]])
         s_columns = self._scalar_columns(row_layouts[s_rows], s_numbers)
         clamped += saturating_add_at(self.histogram, offsets[s_rows] + s_columns, np.ones(len(s_rows), dtype=np.int64))
         clamped += saturating_add_at(self.sums, s_rows, s_sums)

@@ -24,6 +24,7 @@ from aggregator import _scan
 KNOWN_ROW = 4  # a histogram of a known metric: metric, sum, first and end entry of its buckets
 METRIC, SUM, FIRST, END = range(KNOWN_ROW)
 KNOWN_VALUE = 2  # a value of a known metric: metric, value
+VALUE_METRIC, VALUE = range(KNOWN_VALUE)
 SLOW, SKIP, NONNUMERIC = -1, -2, -3  # codes the scanner uses: the general path, excluded, a string counted
 INT, TRUE, FALSE, STRING, NUMBER, NULL = range(6)  # kinds of values; INT: plain, non-negative, at most 18 digits
 RAW = -1  # the kind of a histogram or a value the scanner left to the parser: its text's start and end
