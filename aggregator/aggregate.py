@@ -20,7 +20,7 @@ from aggregator.layouts import Layout
 from aggregator.stats import RunStats
 
 if TYPE_CHECKING:
-    from aggregator.clients import ClientCells, ClientSamples
+    from aggregator.clients import ClientSamples
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 _SAFE_TOTAL = 2.0**62  # below this, int64 addition of non-negative values cannot overflow
@@ -297,22 +297,33 @@ def select_rows(aggregate: Aggregate, rows: np.ndarray, stats: RunStats) -> Aggr
     )
 
 
-def row_shards(cells: "Aggregate | ClientCells", shards: int) -> np.ndarray:
-    """The shard of each row: by `shard_of` its dimensions, or by `group_shard` for metrics without a definition."""
-    dimension_shard = np.array([shard_of(d, shards, cells.columns) for d in cells.dimensions], dtype=np.int64)
-    row_shard = dimension_shard[cells.row_dimension]
-    if cells.undefined and len(cells.row_dimension):
-        undefined = np.array([m[0] in cells.undefined for m in cells.metrics], dtype=bool)[cells.row_metric]
-        grouped = np.array([group_shard(d, shards) for d in cells.dimensions], dtype=np.int64)
-        row_shard = np.where(undefined, grouped[cells.row_dimension], row_shard)
-    return row_shard
+def cell_shards(
+    columns: tuple[str, ...],
+    dimensions: list[tuple[str, ...]],
+    metrics: list[Metric],
+    undefined: frozenset[str],
+    dimension: np.ndarray,
+    metric: np.ndarray,
+    shards: int,
+) -> np.ndarray:
+    """The shard of each cell, given by its dimension set and metric (indices into the tables): by `shard_of`
+    its dimensions, or by `group_shard` for metrics without a definition. A partition deals its rows (`split`) and
+    its client samples (aggregator/clients.py) by it, so both weightings of a cell meet in one shard."""
+    dimension_shard = np.array([shard_of(d, shards, columns) for d in dimensions], dtype=np.int64)
+    shard = dimension_shard[dimension]
+    if undefined and len(dimension):
+        unbounded = np.array([m[0] in undefined for m in metrics], dtype=bool)[metric]
+        grouped = np.array([group_shard(d, shards) for d in dimensions], dtype=np.int64)
+        shard = np.where(unbounded, grouped[dimension], shard)
+    return shard
 
 
 def split(aggregate: Aggregate, shards: int) -> list[Aggregate]:
-    """The aggregate's cells dealt into `shards` disjoint aggregates by `row_shards` (rows selected as they are:
+    """The aggregate's cells dealt into `shards` disjoint aggregates by `cell_shards` (rows selected as they are:
     merging sorts them); the run's counters go with the first, so that summing the shards' counters counts each
     file once."""
-    row_shard = row_shards(aggregate, shards)
+    a = aggregate
+    row_shard = cell_shards(a.columns, a.dimensions, a.metrics, a.undefined, a.row_dimension, a.row_metric, shards)
     return [select_rows(aggregate, row_shard == s, aggregate.stats if s == 0 else RunStats()) for s in range(shards)]
 
 

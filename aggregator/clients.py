@@ -3,11 +3,11 @@
 Per (dimension set, metric), a client's histograms of the day are summed, the sum normalised to 1, and the
 normalised histograms summed over clients, beside the number of distinct clients (docs/semantics.md). A client's
 pings may be in any partition, so each partition keeps its samples with their client (`ClientSamples`, made by
-aggregator/extract.py), deals them into buckets by a hash of the client, and each bucket is reduced on its own
-(`client_level`): it holds every sample of its clients, so its clients' sums are whole, and its memory is its
-share of the day's samples, not of its clients. Its result stays sparse (`ClientCells`: the entries its clients
-gave), since its clients touch most of the day's cells: it is dealt into the shards of the per-ping reductions
-and made dense only against each part's own rows (`with_clients`).
+aggregator/extract.py) and deals them into the shards of the per-ping reductions by the same rule as its cells
+(`cell_shards`): a shard's client reduction (`client_level`) holds every sample of its cells, whatever their
+clients, so each client's sums are whole there, and its memory is its share of the day's samples, not of its
+clients. Its result stays sparse (`ClientCells`: the entries its clients gave) until it is made dense against the
+rows of the shard's per-ping part (`with_clients`).
 
 Until then, the normalised sums are fixed-point integers (`UNIT` to a client): integer sums do not depend on the
 order they are added in, so the result does not depend on how the input was partitioned.
@@ -26,10 +26,10 @@ from aggregator.aggregate import (
     SUBMISSION_DATE_COLUMNS,
     Aggregate,
     Metric,
+    cell_shards,
     drop_build_id,
     factorized,
     metric_order,
-    row_shards,
     saturating_add_at,
     unique_inverse,
 )
@@ -62,7 +62,7 @@ class ClientSamples:
 class ClientCells:
     """Client-level cells of one kind, sparse: per row (a dimension set and a metric) its distinct clients, and
     per entry its row, its bucket and its share in `UNIT`s (a client's count over its total in the cell).
-    Entries of a row add up; rows of cells from other client reductions add up too (their clients differ)."""
+    Entries of a row add up."""
 
     columns: tuple[str, ...]
     dimensions: list[tuple[str, ...]]
@@ -80,27 +80,6 @@ class ClientCells:
         i32 = np.zeros(0, np.int32)
         return cls(columns, [], [], i32, i32, np.zeros(0, np.int64), i32, i32, np.zeros(0, np.int64))
 
-    def split(self, shards: int) -> list["ClientCells"]:
-        """The cells dealt into the shards of the per-ping reductions, by the rule of `aggregate.split`."""
-        row_shard = row_shards(self, shards)
-        return [self._select(row_shard == s) for s in range(shards)]
-
-    def _select(self, rows: np.ndarray) -> "ClientCells":
-        new_row = np.cumsum(rows) - 1
-        entries = rows[self.entry_row]
-        return ClientCells(
-            self.columns,
-            self.dimensions,
-            self.metrics,
-            self.row_dimension[rows],
-            self.row_metric[rows],
-            self.clients[rows],
-            new_row[self.entry_row[entries]].astype(np.int32),
-            self.entry_column[entries],
-            self.share[entries],
-            self.undefined,
-        )
-
 
 def narrowed(values: np.ndarray) -> np.ndarray:
     """Non-negative counts as int32 when they all fit (nearly always), else as int64: they wait in memory until
@@ -115,12 +94,13 @@ def client_hashes(client_ids: list[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
-def split_clients(samples: ClientSamples, buckets: int) -> list[ClientSamples]:
-    """The samples dealt into `buckets` by their client's hash."""
-    if buckets == 1:
+def split_clients(samples: ClientSamples, shards: int) -> list[ClientSamples]:
+    """The samples dealt into the shards of the per-ping reductions, by the shard of their cell."""
+    if shards == 1:
         return [samples]
-    bucket = samples.client % np.uint64(buckets)
-    return [_select(samples, bucket == b) for b in range(buckets)]
+    s = samples
+    shard = cell_shards(BUILD_ID_COLUMNS, s.dimensions, s.metrics, s.undefined, s.dimension, s.metric, shards)
+    return [_select(samples, shard == i) for i in range(shards)]
 
 
 def _select(samples: ClientSamples, keep: np.ndarray) -> ClientSamples:
@@ -238,19 +218,17 @@ def _groups(client: np.ndarray, cell: np.ndarray, cells: int) -> tuple[np.ndarra
     return cell[order][first], group
 
 
-def with_clients(aggregate: Aggregate, parts: Sequence[ClientCells]) -> Aggregate:
-    """`aggregate` (canonical: sorted tables and rows) with the client-level arrays of its cells, summed from
-    `parts` (client reductions' cells of its shard); a row no part has (all its pings without a usable clientId)
-    has no clients. Cells of the parts that `aggregate` lacks (its other dates) are left out."""
+def with_clients(aggregate: Aggregate, cells: ClientCells) -> Aggregate:
+    """`aggregate` (canonical: sorted tables and rows) with the client-level arrays of its cells, from the client
+    reduction of its shard; a row it lacks (all its pings without a usable clientId) has no clients. Cells that
+    `aggregate` lacks (its other dates) are left out."""
     clients = np.zeros(len(aggregate), dtype=np.int64)
     fixed = np.zeros(len(aggregate.histogram), dtype=np.int64)
-    dim_rank = {d: i for i, d in enumerate(aggregate.dimensions)}
-    metric_rank = {m: i for i, m in enumerate(aggregate.metrics)}
-    width = len(aggregate.metrics)
-    keys = aggregate.row_dimension.astype(np.int64) * width + aggregate.row_metric
-    for cells in parts:
-        if not len(aggregate) or not len(cells.row_dimension):
-            continue
+    if len(aggregate) and len(cells.row_dimension):
+        dim_rank = {d: i for i, d in enumerate(aggregate.dimensions)}
+        metric_rank = {m: i for i, m in enumerate(aggregate.metrics)}
+        width = len(aggregate.metrics)
+        keys = aggregate.row_dimension.astype(np.int64) * width + aggregate.row_metric
         dim_map = np.array([dim_rank.get(d, -1) for d in cells.dimensions], dtype=np.int64)
         metric_map = np.array([metric_rank.get(m, -1) for m in cells.metrics], dtype=np.int64)
         d, m = dim_map[cells.row_dimension], metric_map[cells.row_metric]
@@ -258,7 +236,7 @@ def with_clients(aggregate: Aggregate, parts: Sequence[ClientCells]) -> Aggregat
         row = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
         row[keys[row] != wanted] = -1
         found = row >= 0
-        np.add.at(clients, row[found], cells.clients[found])
+        clients[row[found]] = cells.clients[found]  # each cell once: its shard's reduction held all its clients
         if not _buckets.add_entries(fixed, aggregate.row_offset, row, cells.entry_row, cells.entry_column, cells.share):
             entry_row = row[cells.entry_row]  # a sum past int64's maximum: clamped, at once
             kept = entry_row >= 0

@@ -28,10 +28,8 @@ from aggregator.stats import RunStats
 from aggregator.tasks import (
     Staged,
     aggregate_chunk,
-    client_bucket,
+    client_shard,
     deal_clients,
-    gather_levels,
-    split_levels,
     stage_reduction,
     without_samples,
 )
@@ -311,7 +309,7 @@ def _aggregate_and_stage(
                 aggregate_chunk, dask.delayed(definitions, pure=True), options
             )
             readers[_token(aggregates.name)] = group
-            clients = client_cells(aggregates, shards) if config.clients else None
+            clients = client_cells(aggregates, shards) if config.clients else []
             aggregates = aggregates.map(without_samples)
             if shards > 1:
                 aggregates = aggregates.map(split, shards)
@@ -320,12 +318,8 @@ def _aggregate_and_stage(
                 total = cells.reduction(combine, combine, split_every=config.split_every)
                 readers[_token(total.key)] = group  # its first tasks may be fused with the reading ones
                 part = f"{'folder' if date else 'files'}-{s:03d}"
-                weighted = []
-                if clients is not None:
-                    of_shard = clients.pluck(s) if shards > 1 else clients
-                    weighted = [of_shard.reduction(gather_levels, gather_levels, split_every=False)]
                 stage = partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part)
-                stages[date, s] = joined(stage_reduction.__name__, stage, total, *weighted)
+                stages[date, s] = joined(stage_reduction.__name__, stage, total, *clients[s : s + 1])
         futures = client.compute(list(stages.values()))
         if config.progress:
             progress(futures)
@@ -336,16 +330,15 @@ def _aggregate_and_stage(
             raise JobFailed(worker_lost(error, readers)) from error
 
 
-def client_cells(aggregates: db.Bag, buckets: int) -> db.Bag:
-    """The client-level cells of a bag of partition aggregates: their samples dealt by client into `buckets`
-    (a shuffle: bucket b gathers part b of every partition), each bucket weighted on its own, and its cells
-    dealt into the `buckets` shards of the per-ping reductions (a list per bucket, when there are several)."""
-    dealt = aggregates.map(deal_clients, buckets)
-    name = f"{client_bucket.__name__}-{tokenize(dealt, buckets)}"
+def client_cells(aggregates: db.Bag, shards: int) -> list[Item]:
+    """The client-level cells of each shard, from a bag of partition aggregates: their samples dealt by the shard
+    of their cell (a shuffle: shard s gathers part s of every partition), each shard's weighted on its own."""
+    dealt = aggregates.map(deal_clients, shards)
+    name = f"{client_shard.__name__}-{tokenize(dealt, shards)}"
     partitions = [(dealt.name, p) for p in range(dealt.npartitions)]
-    graph = {(name, b): (client_bucket, partitions, b) for b in range(buckets)}
-    levels = db.Bag(HighLevelGraph.from_collections(name, graph, dependencies=[dealt]), name, buckets)
-    return levels.map(split_levels, buckets) if buckets > 1 else levels
+    tasks = {(name, s): (client_shard, partitions, s) for s in range(shards)}
+    graph = HighLevelGraph.from_collections(name, tasks, dependencies=[dealt])
+    return [Item(graph, (name, s), layer=name) for s in range(shards)]
 
 
 def joined(prefix: str, function: Callable, *items: Item) -> Item:

@@ -90,42 +90,32 @@ def without_samples(aggregate: Aggregate) -> Aggregate:
     return replace(aggregate, samples=None)
 
 
-def deal_clients(aggregate: Aggregate, buckets: int) -> list[ClientSamples | None]:
-    """A partition's per-client samples, dealt into the client-level reductions (none from an unreadable file)."""
-    return [None] * buckets if aggregate.samples is None else split_clients(aggregate.samples, buckets)
+def deal_clients(aggregate: Aggregate, shards: int) -> list[ClientSamples | None]:
+    """A partition's per-client samples, dealt into the shards' client reductions (none from an unreadable file)."""
+    return [None] * shards if aggregate.samples is None else split_clients(aggregate.samples, shards)
 
 
-def client_bucket(partitions: list[list[list[ClientSamples | None]]], bucket: int) -> list[Levels]:
-    """One client-level reduction: bucket `bucket` of every partition's dealt samples, weighted (a bag
-    partition: a list of one)."""
-    return [client_level([dealt[bucket] for partition in partitions for dealt in partition])]
-
-
-def split_levels(levels: Levels, shards: int) -> list[Levels]:
-    """Client-level cells dealt into the shards of the per-ping reductions, as `split` deals those."""
-    return list(zip(*(level.split(shards) for level in levels), strict=True))
-
-
-def gather_levels(parts) -> list[Levels]:
-    """One shard's client-level cells from every client reduction (a list of them, or lists of them), as they
-    are: `with_clients` adds them up against the part's rows."""
-    return [levels for part in parts for levels in (part if isinstance(part, list) else [part])]
+def client_shard(partitions: list[list[list[ClientSamples | None]]], shard: int) -> Levels:
+    """One shard's client reduction: part `shard` of every partition's dealt samples (a bag partition: a list of
+    one), weighted."""
+    return client_level([dealt[shard] for partition in partitions for dealt in partition])
 
 
 def stage_reduction(
-    total: Aggregate, clients: list[Levels] | None = None, *, snapshot: str, run_id: str, part: str
+    total: Aggregate, clients: Levels | None = None, *, snapshot: str, run_id: str, part: str
 ) -> Staged:
     """Stage the cells of one reduction, both kinds, as part `part` of the run of each submission date it holds
-    (one, unless it reduced files from outside the submission_date folders), with their client-level arrays
-    when `clients` has them. Nothing is visible until the job finishes and commits the runs."""
+    (one, unless it reduced files from outside the submission_date folders), with the client-level arrays of
+    the same shard's client reduction when given. Nothing is visible until the job finishes and commits the
+    runs."""
     staged = Staged(replace(total.stats))
     for date in sorted({d[0] for d in total.dimensions}):
         build_id = one_day([total], date)
         staged.stats.overflow += build_id.stats.overflow - total.stats.overflow
         submission_date = by_submission_date(build_id)
         if clients is not None:
-            build_id = with_clients(build_id, [levels[0] for levels in clients])
-            submission_date = with_clients(submission_date, [levels[1] for levels in clients])
+            build_id = with_clients(build_id, clients[0])
+            submission_date = with_clients(submission_date, clients[1])
         staged.parts[date] = {
             kind: (part, stage_part(snapshot, kind, date, run_id, part, aggregate), len(aggregate))
             for kind, aggregate in (("build_id", build_id), ("submission_date", submission_date))

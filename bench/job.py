@@ -60,9 +60,7 @@ PHASES = {
     "stage_reduction": "rollup and staging",
     "without_samples": "split",
     "deal_clients": "client level",
-    "client_bucket": "client level",
-    "split_levels": "client level",
-    "gather_levels": "client level",
+    "client_shard": "client level",
 }
 EXTRACTION = "extraction"
 DASK_OWN = {"from_sequence", "finalize", "Definitions"}
@@ -225,7 +223,7 @@ def phase_of(prefix: str) -> str:
     """A task's phase, from the job's functions its key prefix names (a fused task's names them all); a name
     that extends one of them (`merge_bounded`) is taken as a variant of it."""
     words = prefix.split("-")
-    phases = dict.fromkeys(  # a function of its own name first: `split_levels` is not a variant of `split`
+    phases = dict.fromkeys(  # a function of its own name first, else the function it extends
         PHASES.get(w, p) for w in words for name, p in PHASES.items() if w == name or w.startswith(f"{name}_")
     )
     if phases:
