@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -189,9 +190,15 @@ def command_env(**extra: str) -> dict[str, str]:
     }
 
 
+def fresh(snapshots: Path) -> Path:
+    """A new snapshot path under `snapshots`, which the benchmark removes only once every run is done: a run
+    right after a removal of thousands of files pays for the file system's reuse of their inodes (ext4 checks
+    each recently freed one: half a second of a run's zarr writes here), which a user's run does not meet."""
+    return snapshots / uuid.uuid4().hex
+
+
 def command_run(corpus, snapshot: Path, env: dict[str, str], *options: str) -> Timeline:
-    """`aggregator run` on one worker process into a fresh snapshot, the whole process tree pinned to CORE."""
-    shutil.rmtree(snapshot, ignore_errors=True)
+    """`aggregator run` on one worker process into a new snapshot, the whole process tree pinned to CORE."""
     dates = [arg for date in corpus.dates for arg in ("--date", date)]
     command = ["taskset", "-c", str(CORE), str(AGGREGATOR), "run", "--input", corpus.output, *dates]
     command += ["--snapshot", str(snapshot), "--workers", "1", "--no-publish", "--no-progress"]
@@ -368,6 +375,8 @@ def main() -> None:
     mib = corpus.bytes_uncompressed / 2**20
     definitions = Definitions.load(corpus.histograms_definitions)
 
+    snapshots = workdir / "snapshots"
+    shutil.rmtree(snapshots, ignore_errors=True)  # a former run's, stopped before it removed them
     load = os.getloadavg()[0]
     with pinned(CORE):
         floor_run, job_run, pings_job_run, whole, pings_whole, phased = best_of(
@@ -375,16 +384,17 @@ def main() -> None:
             stopwatch(lambda: floor(corpus.files)),
             stopwatch(lambda: aggregate(corpus.files, definitions)),
             stopwatch(lambda: aggregate(corpus.files, definitions, clients=False)),
-            lambda: command_run(corpus, workdir / "snapshot-run", command_env()),
-            lambda: command_run(corpus, workdir / "snapshot-run", command_env(), "--no-clients"),
-            lambda: command_run(corpus, workdir / "snapshot-run", command_env(DASK_BAG_OPTIMIZE="False")),
+            lambda: command_run(corpus, fresh(snapshots), command_env()),
+            lambda: command_run(corpus, fresh(snapshots), command_env(), "--no-clients"),
+            lambda: command_run(corpus, fresh(snapshots), command_env(DASK_BAG_OPTIMIZE="False")),
         )
-    runs = {n: end_to_end(corpus, n, workdir / f"snapshot-{n}") for n in (1, 2)}
+    runs = {n: end_to_end(corpus, n, fresh(snapshots)) for n in (1, 2)}
     half = generate_corpus(
         str(workdir / f"corpus-{args.pings // 2}"), pings=args.pings // 2, days=2, seed=5, files_per_day=4
     )
-    half_run = end_to_end(half, 2, workdir / "snapshot-half")
-    unsharded = end_to_end(corpus, 2, workdir / "snapshot-unsharded", shards=1)
+    half_run = end_to_end(half, 2, fresh(snapshots))
+    unsharded = end_to_end(corpus, 2, fresh(snapshots), shards=1)
+    shutil.rmtree(snapshots)
     shards = {c.pings: shard_count(discover([c.output], c.dates)) for c in (corpus, half)}
 
     def single_core(label: str, run: Timeline) -> str:
