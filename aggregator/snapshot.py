@@ -5,6 +5,7 @@ attribute points at it, and the job moves the pointers only once every run is st
 a run, and a failed job leaves every date as it was.
 """
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from zarr.codecs import ZstdCodec
@@ -142,26 +144,36 @@ def stage_part(url: str, kind: str, date: str, run_id: str, part: str, aggregate
     the shared groups; this way nothing is written outside the part's folder, and parts are written in
     parallel without touching each other. A part written again (its task recomputed after its worker was lost
     mid-write) replaces what the first attempt left."""
-    group = zarr.open_group(f"{location(url)}/{kind}/{date}/{run_id}/{part}", mode="w", zarr_format=3)
     arrays = _arrays(aggregate)
-    for name, array in arrays.items():
-        text = array.dtype.kind in "OUT"
-        chunks = (max(1, min(len(array), _CHUNK)),)  # zarr stores whole chunks: none larger than the array
-        target = group.create_array(
-            name,
-            shape=array.shape,
-            dtype=str if text else array.dtype,
-            chunks=chunks,
-            compressors="auto" if text else _NUMBERS,
-            # every chunk written: zarr's default compares each chunk with the fill value first, a pass over
-            # the data that skipped none of the benchmark's chunks and cost a sixth of staging's time
-            config={"write_empty_chunks": True},
-        )
-        if len(array):
-            target[:] = array
     found = digest(arrays)
-    group.attrs.update({"rows": len(aggregate), "digest": found})
+    path = f"{location(url)}/{kind}/{date}/{run_id}/{part}"
+    asyncio.run(_write_part(path, arrays, {"rows": len(aggregate), "digest": found}))
     return found
+
+
+async def _write_part(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> None:
+    """The part's arrays, all created and written at once through zarr's asynchronous API, then its attributes.
+    One synchronous zarr call per array and per write left the caller waiting on zarr's event loop thread each
+    time: a sixth more CPU for the benchmark's 470 arrays (1.55 s against 1.3 s)."""
+    group = await zarr.api.asynchronous.open_group(store=path, mode="w", zarr_format=3)
+    await asyncio.gather(*(_write_array(group, name, array) for name, array in arrays.items()))
+    await group.update_attributes(attrs)
+
+
+async def _write_array(group: zarr.AsyncGroup, name: str, array: np.ndarray) -> None:
+    text = array.dtype.kind in "OUT"
+    target = await group.create_array(
+        name,
+        shape=array.shape,
+        dtype=str if text else array.dtype,
+        chunks=(max(1, min(len(array), _CHUNK)),),  # zarr stores whole chunks: none larger than the array
+        compressors="auto" if text else _NUMBERS,
+        # every chunk written: zarr's default compares each chunk with the fill value first, a pass over the data
+        # that skipped none of the benchmark's chunks and cost a sixth of staging's time
+        config={"write_empty_chunks": True},
+    )
+    if len(array):
+        await target.setitem(slice(None), array)
 
 
 def finish_run(url: str, kind: str, date: str, run_id: str, parts: dict[str, str], rows: int, attrs: dict) -> None:
