@@ -38,6 +38,18 @@ class Layout:
         """Bucket lower bound -> column."""
         return {bound: column for column, bound in enumerate(self.bounds)}
 
+    # Layouts key the metric tables of every merge and staging: hashed once, not once per lookup (their bounds
+    # run to hundreds of ints). A str's hash differs between processes, so the cached one is never pickled.
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.kind, self.bounds, self.names))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __getstate__(self) -> dict:
+        return {name: value for name, value in self.__dict__.items() if name != "_hash"}
+
 
 SCALAR_LAYOUT = Layout("exponential", tuple(NUMERIC_SCALARS_LABELS))
 SIMPLE_MEASURES_LAYOUT = Layout("exponential", tuple(SIMPLE_MEASURES_LABELS))
