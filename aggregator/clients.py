@@ -40,7 +40,7 @@ _SLICE = 1 << 20  # entries weighted at once: a few arrays of 8 MiB
 
 @dataclass
 class ClientSamples:
-    """Samples of one partition (or of its share of a bucket), each a histogram or a scalar-like value of one
+    """Samples of one partition (or its share of a shard), each a histogram or a scalar-like value of one
     ping: its client, its cell, and its entries (non-zero bucket counts; a value is one entry of count 1), the
     entries of sample i following those of sample i - 1."""
 
@@ -88,8 +88,9 @@ def narrowed(values: np.ndarray) -> np.ndarray:
 
 
 def client_hashes(client_ids: list[str]) -> np.ndarray:
-    """A 64-bit hash of each clientId: the same in every process, so a client's samples meet in one bucket.
-    Two of a day's clients share a hash with odds of about clients^2 / 2^65 (one in 900 for 200 million)."""
+    """A 64-bit hash of each clientId: the same in every process, so that a client's samples from different
+    partitions are known as one client's in the shard that gathers them. Two of a day's clients share a hash
+    with odds of about clients^2 / 2^65 (one in 900 for 200 million)."""
     digests = b"".join(hashlib.blake2b(c.encode("utf-8", "surrogatepass"), digest_size=8).digest() for c in client_ids)
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
@@ -119,7 +120,7 @@ def _select(samples: ClientSamples, keep: np.ndarray) -> ClientSamples:
 
 
 def client_level(parts: Sequence[ClientSamples | None]) -> tuple[ClientCells, ClientCells]:
-    """Client-level cells of both kinds (build id, submission date) from every sample of a bucket's clients
+    """Client-level cells of both kinds (build id, submission date) from every sample of a shard's cells
     (None: a partition with none)."""
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
@@ -147,7 +148,7 @@ def client_level(parts: Sequence[ClientSamples | None]) -> tuple[ClientCells, Cl
 
 @dataclass
 class _Cells:
-    """One bucket's samples, with the tables resolved: what both kinds are computed from. Entries are taken a
+    """One shard's samples, with the tables resolved: what both kinds are computed from. Entries are taken a
     slice at a time (`_SLICE`), so that a reduction's memory is its samples and a few arrays per sample, not
     several per entry."""
 

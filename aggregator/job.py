@@ -319,7 +319,8 @@ def _aggregate_and_stage(
                 readers[_token(total.key)] = group  # its first tasks may be fused with the reading ones
                 part = f"{'folder' if date else 'files'}-{s:03d}"
                 stage = partial(stage_reduction, snapshot=snapshot, run_id=run_id, part=part)
-                stages[date, s] = joined(stage_reduction.__name__, stage, total, *clients[s : s + 1])
+                weighted = [clients[s]] if clients else []
+                stages[date, s] = joined(stage_reduction.__name__, stage, total, *weighted)
         futures = client.compute(list(stages.values()))
         if config.progress:
             progress(futures)
