@@ -369,18 +369,25 @@ def _serve(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _workers_ignore_ctrl_c() -> Iterator[Callable[..., None]]:
     """A terminal's Ctrl-C reaches the whole process group, and each worker process of the local cluster would
-    react to it on its own, logging what it cancels. SIGINT is blocked while they start, so that they inherit it
-    blocked, and unblocked here at the job's first message, once they run: a Ctrl-C meanwhile waits until then."""
+    react to it on its own, logging what it cancels. SIGINT is ignored while they start, so that they keep
+    ignoring it (a process started by Python's spawn gets its parent's ignored signals, not its blocked ones),
+    and blocked here meanwhile, so that a Ctrl-C before the job's first message waits for it: then this process's
+    handler comes back, and stops the workers itself (`_interrupted`)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def back() -> None:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def say(*args: object) -> None:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        back()
         print(*args)
 
     try:
         yield say
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        back()
 
 
 def _interrupted(signum: int, frame: object) -> None:
