@@ -108,7 +108,7 @@ class Lines:
         self.chunk, self.max_bytes = chunk, max_bytes
         self.blank = self.too_long = 0
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytes | memoryview]:
         chunk = self.chunk
         fs, path = url_to_fs(chunk.url)
         size = fs.size(path)
@@ -124,7 +124,7 @@ class Lines:
             # from the byte before the range: a line starting right at it is ours, the rest of one before is not
             yield from self._split(_range_blocks(f, start, chunk.end, block), drop_first=chunk.start > 0)
 
-    def _split(self, blocks: Iterator[bytes], drop_first: bool) -> Iterator[bytes]:
+    def _split(self, blocks: Iterator[bytes], drop_first: bool) -> Iterator[bytes | memoryview]:
         pending: list[bytes] = []  # the start of a line not finished yet
         held = 0
         dropping = _PREVIOUS if drop_first else None  # drop the unfinished line up to its end, and why
@@ -132,21 +132,25 @@ class Lines:
             if dropping is None and not pending and block.isspace() and (last := block.rfind(b"\n")) >= 0:
                 self.blank += block.count(b"\n")  # blank lines by the million cost one pass, not one step each
                 block = block[last + 1 :]
-            lines = block.split(b"\n")
-            tail = lines.pop()  # what follows the block's last line ending
-            if lines:  # the unfinished line ends in this block
-                first = lines[0]
-                if dropping is None and held + len(first) > self.max_bytes:
+            end = block.find(b"\n")
+            if end >= 0:  # the unfinished line ends in this block
+                if dropping is None and held + end > self.max_bytes:
                     dropping = _TOO_LONG
                 if dropping is not None:
                     self.too_long += dropping is _TOO_LONG
-                    del lines[0]
                 elif pending:
-                    lines[0] = b"".join((*pending, first))
+                    yield from self._kept(b"".join((*pending, block[:end])), 0, end + held)
+                else:
+                    yield from self._kept(block, 0, end)
                 pending, held, dropping = [], 0, None
-                found = list(filter(None, map(bytes.strip, lines)))
-                self.blank += len(lines) - len(found)
-                yield from found
+                # the block's other whole lines, as views of it: a line is not copied out of its block
+                start = end + 1
+                while (end := block.find(b"\n", start)) >= 0:
+                    yield from self._kept(block, start, end)
+                    start = end + 1
+                tail = block[start:]
+            else:
+                tail = block
             if dropping is None and tail:
                 held += len(tail)
                 if held > self.max_bytes:
@@ -156,14 +160,23 @@ class Lines:
         if dropping is _TOO_LONG:
             self.too_long += 1
         elif pending:
-            last = b"".join(pending).strip()
-            if last:
-                yield last
-            else:
-                self.blank += 1
+            last = b"".join(pending)
+            yield from self._kept(last, 0, len(last))
+
+    def _kept(self, block: bytes, start: int, end: int) -> Iterator[bytes | memoryview]:
+        """`block[start:end]` without surrounding white space, as a view of `block`, unless it is blank (counted)."""
+        while start < end and block[start] in _SPACE:
+            start += 1
+        while end > start and block[end - 1] in _SPACE:
+            end -= 1
+        if start == end:
+            self.blank += 1
+        else:
+            yield memoryview(block)[start:end]
 
 
 _PREVIOUS, _TOO_LONG = "previous", "too long"  # why an unfinished line is being dropped
+_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() strips
 READ_BLOCK = 2**20
 
 

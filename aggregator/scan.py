@@ -79,7 +79,7 @@ class Scanned:
 
     def __init__(
         self,
-        line: bytes,
+        line: bytes | memoryview,
         names: list[str],
         keys: bytes,
         counts: bytes,
@@ -145,7 +145,7 @@ class Scanned:
         return dict(zip(map(str, keys), counts, strict=True))
 
 
-def scan(line: bytes, known: Known) -> tuple[bytes, Scanned] | None:
+def scan(line: bytes | memoryview, known: Known) -> tuple[bytes, Scanned] | None:
     """(the line with its histogram and scalar containers replaced by their numbers, what they held), or None
     for a ping the scanner does not vouch for."""
     caches = (known.plain, known.keyed, known.scalars, known.keyed_scalars, known.simple, known.simple_nested)

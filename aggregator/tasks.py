@@ -15,9 +15,9 @@ from aggregator.snapshot import stage_part
 from aggregator.stats import FileStats, RunStats
 
 
-def decode_error_reason(line: bytes) -> str:
+def decode_error_reason(line: bytes | memoryview) -> str:
     """`truncated` for an object cut short (the parser ran out of input), else `not_json`."""
-    text = line.strip(b" \t\r\n").decode("utf-8", "replace")
+    text = bytes(line).strip(b" \t\r\n").decode("utf-8", "replace")
     if not text.startswith("{"):
         return "not_json"
     try:
