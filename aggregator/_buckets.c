@@ -119,12 +119,16 @@ static PyObject *columns(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Whether cell + value can be added: both non-negative, and their sum not past INT64_MAX. The adds below check each
+ * one so, and undo what they added when one cannot be. */
+static inline int addable(int64_t cell, int64_t value) { return value >= 0 && cell >= 0 && value <= INT64_MAX - cell; }
+
 /* cell += value for each (cell, value), all of them non-negative, unless a sum would pass INT64_MAX: then the
  * cells are left as they were and 0 is returned. */
 #define ADD_AT(position)                                                                                             \
     for (Py_ssize_t i = 0; i < n; i++) {                                                                             \
         int64_t *to = cell + position[i];                                                                            \
-        if (value[i] < 0 || *to < 0 || value[i] > INT64_MAX - *to) {                                                 \
+        if (!addable(*to, value[i])) {                                                                               \
             while (i--) cell[position[i]] -= value[i];                                                               \
             return 0;                                                                                                \
         }                                                                                                            \
@@ -192,7 +196,7 @@ static int add_blocks(int64_t *target, const int64_t *to, const int64_t *source,
         int64_t *cell = target + to[r];
         const int64_t *value = source + from[r];
         for (int64_t j = 0; j < sizes[r]; j++) {
-            if (value[j] < 0 || cell[j] < 0 || value[j] > INT64_MAX - cell[j]) {
+            if (!addable(cell[j], value[j])) {
                 while (j--) cell[j] -= value[j];
                 while (r--)
                     for (j = 0; j < sizes[r]; j++) target[to[r] + j] -= source[from[r] + j];
@@ -251,7 +255,7 @@ static PyObject *add_entries(PyObject *module, PyObject *args) {
         int64_t r = row[entry_row[e]];
         if (r < 0) continue;
         int64_t *cell = target + offset[r] + entry_column[e];
-        if (value[e] < 0 || *cell < 0 || value[e] > INT64_MAX - *cell) {
+        if (!addable(*cell, value[e])) {
             added = 0;
             break;
         }
@@ -264,13 +268,13 @@ static PyObject *add_entries(PyObject *module, PyObject *args) {
     return PyBool_FromLong(added);
 }
 
+/* A key's first slot in a table of mask + 1 slots (Fibonacci hashing: the codes' low bits are dense). */
+static inline size_t home(int64_t key, size_t mask) { return ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> 20 & mask; }
+
 /* A table of int64 keys (-1: an empty slot) and their int64 values, both of a power of two slots, that Python
  * keeps as two arrays: found(keys, values, wanted, out) puts each wanted key's value in out (-1 for a key not in
  * the table) and returns how many were not; put(keys, values, new_keys, new_values) adds keys not in the table,
  * which must keep an empty slot. A key is at its hash's slot or the first empty one after it. */
-/* A key's first slot in a table of mask + 1 slots (Fibonacci hashing: the codes' low bits are dense). */
-static inline size_t home(int64_t key, size_t mask) { return ((uint64_t)key * 0x9E3779B97F4A7C15ULL) >> 20 & mask; }
-
 static Py_ssize_t slot_of(const int64_t *keys, Py_ssize_t slots, int64_t key) {
     size_t mask = (size_t)slots - 1, at = home(key, mask);
     while (keys[at] != key && keys[at] != -1) at = (at + 1) & mask;
