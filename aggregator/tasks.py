@@ -1,6 +1,8 @@
 """What runs on the workers: a chunk of input in, an Aggregate out; a reduced Aggregate in, snapshot parts out."""
 
+import contextlib
 import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import orjson
@@ -27,6 +29,21 @@ def decode_error_reason(line: bytes | memoryview) -> str:
     return "not_json"
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a task runs (as a decorator of the task). Parsed pings, arrays and
+    the tables of an aggregate hold no reference cycles, so its passes would only re-scan them as they come and
+    go; what cycles zarr and asyncio leave are collected once it is back on."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@collector_paused()
 def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) -> Aggregate:
     """Aggregate every ping of a chunk. A chunk that cannot be read contributes nothing but its error: neither
     the pings it gave before failing nor their counts (docs/semantics.md, unreadable files)."""
@@ -34,9 +51,6 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
         options = replace(options, dates=frozenset({chunk.date}) & (options.dates or {chunk.date}))
     stats = FileStats(chunk.url, chunk.size, chunk.date)
     accumulator = Accumulator(definitions, options)
-    # Parsed pings hold no reference cycles, so the cyclic collector would only re-scan them as they come and go.
-    collecting = gc.isenabled()
-    gc.disable()
     lines = Lines(chunk, options.limits.line_bytes)
     try:
         for line in lines:
@@ -61,9 +75,6 @@ def aggregate_chunk(chunk: Chunk, definitions: Definitions, options: Options) ->
         read = f" (after {stats.pings} lines)" if stats.pings else ""
         failed = FileStats(chunk.url, chunk.size, chunk.date, error=f"{kind}: {error}{read}")
         return Aggregate.empty(stats=RunStats(files={chunk.url: failed}))
-    finally:
-        if collecting:
-            gc.enable()
     stats.blank = lines.blank
     stats.pings += lines.too_long
     if lines.too_long:
@@ -90,17 +101,20 @@ def without_samples(aggregate: Aggregate) -> Aggregate:
     return replace(aggregate, samples=None)
 
 
+@collector_paused()
 def deal_clients(aggregate: Aggregate, shards: int) -> list[ClientSamples | None]:
     """A partition's per-client samples, dealt into the shards' client reductions (none from an unreadable file)."""
     return [None] * shards if aggregate.samples is None else split_clients(aggregate.samples, shards)
 
 
+@collector_paused()
 def client_shard(partitions: list[list[list[ClientSamples | None]]], shard: int) -> Levels:
     """One shard's client reduction: part `shard` of every partition's dealt samples (a bag partition: a list of
     one), weighted."""
     return client_level([dealt[shard] for partition in partitions for dealt in partition])
 
 
+@collector_paused()
 def stage_reduction(
     total: Aggregate, clients: Levels | None = None, *, snapshot: str, run_id: str, part: str
 ) -> Staged:
