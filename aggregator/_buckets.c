@@ -337,16 +337,16 @@ typedef struct {
 
 static int factors_grow(factors *f, const int64_t *distinct, Py_ssize_t n) {
     Py_ssize_t slots = f->slots ? 2 * f->slots : 1024;
-    int64_t *keys = PyMem_Malloc((size_t)slots * sizeof *keys);
-    Py_ssize_t *index = PyMem_Malloc((size_t)slots * sizeof *index);
+    int64_t *keys = PyMem_RawMalloc((size_t)slots * sizeof *keys);
+    Py_ssize_t *index = PyMem_RawMalloc((size_t)slots * sizeof *index);
     if (!keys || !index) {
-        PyMem_Free(keys);
-        PyMem_Free(index);
+        PyMem_RawFree(keys);
+        PyMem_RawFree(index);
         return -1;
     }
     for (Py_ssize_t i = 0; i < slots; i++) index[i] = -1;
-    PyMem_Free(f->keys);
-    PyMem_Free(f->index);
+    PyMem_RawFree(f->keys);
+    PyMem_RawFree(f->index);
     f->keys = keys, f->index = index, f->slots = slots;
     for (Py_ssize_t d = 0; d < n; d++) {
         size_t mask = (size_t)slots - 1, at = home(distinct[d], mask);
@@ -363,9 +363,12 @@ static PyObject *factorize(PyObject *module, PyObject *args) {
     if (arrays(args, views, n, 2, 1 << 1, 0) < 0) return NULL;
     if (n[0] != n[1]) return refused(views, 2, PyExc_ValueError, "keys and out differ in length");
     const int64_t *key = views[0].buf;
-    int64_t *out = views[1].buf, *distinct = PyMem_Malloc((size_t)capacity * sizeof *distinct);
+    int64_t *out = views[1].buf, *distinct;
     factors f = {0};
-    int failed = !distinct || factors_grow(&f, distinct, 0) < 0;
+    int failed;
+    Py_BEGIN_ALLOW_THREADS /* raw allocations only, as in every loop here: the worker's event loop goes on */
+    distinct = PyMem_RawMalloc((size_t)capacity * sizeof *distinct);
+    failed = !distinct || factors_grow(&f, distinct, 0) < 0;
     for (Py_ssize_t i = 0; i < n[0] && !failed; i++) {
         size_t mask = (size_t)f.slots - 1, at = home(key[i], mask);
         while (f.index[at] >= 0 && f.keys[at] != key[i]) at = (at + 1) & mask;
@@ -374,7 +377,7 @@ static PyObject *factorize(PyObject *module, PyObject *args) {
             continue;
         }
         if (count == capacity) {
-            int64_t *grown = PyMem_Realloc(distinct, (size_t)(capacity *= 2) * sizeof *distinct);
+            int64_t *grown = PyMem_RawRealloc(distinct, (size_t)(capacity *= 2) * sizeof *distinct);
             if (!(failed = !grown)) distinct = grown;
             if (failed) break;
         }
@@ -382,10 +385,11 @@ static PyObject *factorize(PyObject *module, PyObject *args) {
         f.keys[at] = key[i], f.index[at] = count++;
         if (4 * count > 3 * f.slots) failed = factors_grow(&f, distinct, count) < 0;
     }
+    Py_END_ALLOW_THREADS
     PyObject *result = failed ? PyErr_NoMemory() : PyBytes_FromStringAndSize((const char *)distinct, count * 8);
-    PyMem_Free(distinct);
-    PyMem_Free(f.keys);
-    PyMem_Free(f.index);
+    PyMem_RawFree(distinct);
+    PyMem_RawFree(f.keys);
+    PyMem_RawFree(f.index);
     release(views, 2);
     return result;
 }
