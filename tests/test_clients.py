@@ -9,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from dask.sizeof import sizeof
 
-from aggregator.clients import _groups
+from aggregator.clients import _groups, client_level
+from aggregator.extract import Options
+from aggregator.generate import generate_corpus
+from aggregator.inputs import discover
 from aggregator.job import JobConfig, run_job
+from aggregator.layouts import Definitions
 from aggregator.snapshot import read_run
+from aggregator.tasks import aggregate_chunk, without_samples
 from tests.test_reference import DATE, DEFINITIONS, DELETE, DIMS, SD_DIMS, make_ping
 
 HEAVY, LIGHT = "heavy-client", [f"light-{i}" for i in range(20)]
@@ -109,3 +115,16 @@ def test_pairs_past_one_integer_are_grouped_as_those_within():
         return {frozenset(np.flatnonzero(group == g).tolist()) for g in np.unique(group)}
 
     assert partition(within[1]) == partition(past[1]) == partition(client * 30 + cell)
+
+
+def test_dask_counts_the_arrays_of_the_values_tasks_pass_on(tmp_path):
+    """Dask's size of a partition's aggregate, its client samples and its client-level cells (what a worker counts
+    as managed memory, spills by, and the scheduler weighs when it places the tasks that take them) covers their
+    arrays, not just the few bytes of the object that holds them."""
+    corpus = generate_corpus(str(tmp_path), pings=300, seed=4, files_per_day=1)
+    (chunk,) = discover([corpus.output], corpus.dates)
+    aggregate = aggregate_chunk(chunk, Definitions.load(corpus.histograms_definitions), Options())
+    for value in (without_samples(aggregate), aggregate.samples, *client_level([aggregate.samples])):
+        arrays = sum(item.nbytes for item in vars(value).values() if isinstance(item, np.ndarray))
+        assert arrays > 100_000, type(value)
+        assert arrays < sizeof(value) < arrays + 2_000_000, type(value)  # and its tables, roughly
