@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aggregator import _buckets
-from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, row_values, saturating_add_at
+from aggregator.aggregate import BUILD_ID_COLUMNS, INT64_MAX, Aggregate, factorized, row_values, saturating_add_at
 from aggregator.bounds import Limits, utf8_length
 from aggregator.buckets import scalar_buckets
 from aggregator.clients import ClientSamples, client_hashes, narrowed
@@ -620,12 +620,12 @@ class Accumulator:
         self._k_size = 0
 
     def _rows(self, dimensions: np.ndarray, metrics: np.ndarray, metric_layouts: np.ndarray) -> np.ndarray:
-        """Row of each (dimension set, metric), creating the rows not seen before (in the order of their codes)."""
+        """Row of each (dimension set, metric), creating the rows not seen before (in the order they first come)."""
         codes = (dimensions << 32) | metrics
         rows = np.empty(len(codes), dtype=np.int64)
         if not _buckets.found(self._code_slots, self._row_slots, codes, rows):
             return rows
-        new = np.unique(codes[rows < 0])
+        new = factorized(codes[rows < 0])[0]
         first = len(self.row_dimension)
         new_metrics = new & 0xFFFFFFFF
         self.row_dimension = np.concatenate([self.row_dimension, new >> 32])
