@@ -703,18 +703,22 @@ class Accumulator:
         ping_clients = np.asarray(self._p_clients, dtype=np.int64)
         clients = np.concatenate([np.repeat(ping_clients, np.asarray(n, dtype=np.int64)) for n in per_ping])
         histograms = len(sizes)
-        entry_sample = np.repeat(np.arange(histograms), sizes)
-        kept = found & (values > 0)
-        kept &= clients[:histograms][entry_sample] >= 0
-        entry_counts = np.bincount(entry_sample[kept], minlength=histograms)
         usable = clients >= 0
+        kept = found & (values > 0) & np.repeat(usable[:histograms], sizes)
+        # kept entries per histogram, as differences of their running count at the histograms' ends (a running
+        # count in int32 where it fits: twice as fast as in int64, five times a bincount of each entry's histogram)
+        running = np.zeros(len(kept) + 1, dtype=np.int32 if len(kept) < 2**31 else np.int64)
+        np.cumsum(kept, out=running[1:], dtype=running.dtype)
+        ends = np.cumsum(sizes)
+        entry_counts = (running[ends] - running[ends - sizes]).astype(np.int64)
+        values_kept = int(np.count_nonzero(usable[histograms:]))
         self._client_samples.append(
             (
                 clients[usable].astype(np.int32),
                 rows[usable].astype(np.int32),
                 np.concatenate([entry_counts, np.ones(len(rows) - histograms, np.int64)])[usable].astype(np.int32),
-                np.concatenate([columns[kept], s_columns[usable[histograms:]]]).astype(np.int32),
-                narrowed(np.concatenate([values[kept], np.ones(int(np.count_nonzero(usable[histograms:])), np.int64)])),
+                np.concatenate([columns[kept], s_columns[usable[histograms:]]], dtype=np.int32, casting="unsafe"),
+                narrowed(np.concatenate([values[kept], np.ones(values_kept, np.int64)])),
             )
         )
 
