@@ -139,7 +139,7 @@ class Lines:
                 if dropping is not None:
                     self.too_long += dropping is _TOO_LONG
                 elif pending:
-                    yield from self._kept(b"".join((*pending, block[:end])), 0, end + held)
+                    yield from self._kept(b"".join((*pending, memoryview(block)[:end])), 0, end + held)
                 else:
                     yield from self._kept(block, 0, end)
                 pending, held, dropping = [], 0, None
