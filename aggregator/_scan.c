@@ -281,17 +281,25 @@ static int add_name(scanner *s, const char *k, Py_ssize_t n, uint64_t hash, int6
     return r < 0 ? NO_MEMORY : 0;
 }
 
-/* The metric the accumulator cached for a histogram of this kind under `key` in `cache`. */
-static int64_t known(PyObject *cache, PyObject *key, int64_t kind) {
+/* The metric the accumulator cached for a histogram with these fields under `key` in `cache`: its code, or for a
+ * metric without a definition a dict of codes by the layout the ping gives it, (histogram_type, bucket_count, low,
+ * high). */
+static int64_t known(PyObject *cache, PyObject *key, const int64_t *field) {
     if (cache == NULL) return SLOW;
     if (cache == Py_None) return SKIP;
     PyObject *code = PyDict_GetItemWithError(cache, key); /* borrowed */
+    if (code && PyDict_CheckExact(code)) {
+        PyObject *layout = Py_BuildValue("(LLLL)", (long long)field[0], (long long)field[2], (long long)field[3],
+                                         (long long)field[4]);
+        code = layout ? PyDict_GetItemWithError(code, layout) : NULL;
+        Py_XDECREF(layout);
+    }
     long long c = code ? PyLong_AsLongLong(code) : -1;
     if (c < 0) {
         PyErr_Clear();
         return SLOW;
     }
-    return (c & 1) == (kind == 4) ? (int64_t)(c >> 1) : SLOW;
+    return (c & 1) == (field[0] == 4) ? (int64_t)(c >> 1) : SLOW;
 }
 
 /* The fields of a histogram object of exactly the expected shape: histogram_type, sum, bucket_count, low, high. */
@@ -353,7 +361,7 @@ static int histogram(scanner *s, int64_t name, int64_t label, PyObject *cache) {
         if ((r = raw(s, start, &first, &end)) < 0) return r;
     } else {
         end = s->keys.n;
-        metric = known(cache, PyList_GET_ITEM(s->names, label < 0 ? name : label), field[0]);
+        metric = known(cache, PyList_GET_ITEM(s->names, label < 0 ? name : label), field);
     }
     int64_t row[ROW] = {name, label, field[0], field[1], field[2], field[3], field[4], first, end, metric};
     for (int i = 0; i < ROW; i++)

@@ -439,8 +439,8 @@ class Accumulator:
         add_metric, add_sum, add_size = self._h_metrics.append, self._h_sums.append, self._h_sizes.append
         add_keys, add_values = self._h_keys.extend, self._h_values.extend
         for key, histogram in histograms.items():
-            code = cached(key)
-            if code is not None and not code & 1 and type(histogram) is dict:
+            code = cached(key)  # an int, or for a metric without a definition a dict by layout: the general path
+            if type(code) is int and not code & 1 and type(histogram) is dict:
                 try:
                     values, total, kind = histogram["values"], histogram["sum"], histogram["histogram_type"]
                 except KeyError:
@@ -481,11 +481,28 @@ class Accumulator:
             return
         if self._defined[name] == layout:  # the same for every ping: cacheable
             self.known.cache(process, keyed_name)[key] = metric << 1
+        elif self._defined[name] == _UNDEFINED:
+            self._cache_ping_layout(self.known.cache(process, keyed_name), key, histogram, metric)
         self._h_metrics.append(metric)
         self._h_sums.append(total)
         self._h_sizes.append(len(values))
         self._h_keys.extend(values)
         self._h_values.extend(values.values())
+
+    @staticmethod
+    def _cache_ping_layout(cache: dict, key: str, histogram: dict, metric: int) -> None:
+        """Cache a metric without a definition under the layout its ping gave it, (histogram_type, bucket_count,
+        low, high), which the scanner looks up as plain non-negative integers: the next pings' histograms of that
+        name and layout then take the fast path, as defined ones do (without definitions, every histogram would
+        otherwise take the general path). At most `_PING_LAYOUTS` layouts per key."""
+        layout = (histogram["histogram_type"], histogram["bucket_count"], *histogram["range"])
+        if not all(type(x) is int and x >= 0 for x in layout):
+            return
+        by_layout = cache.get(key)
+        if by_layout is None:
+            by_layout = cache[key] = {}
+        if type(by_layout) is dict and len(by_layout) < _PING_LAYOUTS:
+            by_layout[layout] = metric << 1
 
     def _value(self, process: str, name: str, label: str, layout: int, value: object) -> int:
         """One scalar-like value (a scalar, a simple measurement or a count histogram's sum); returns its
@@ -856,6 +873,9 @@ _REFUSALS = ("bad_name", "long_name", "long_label", "undefined_limit")
 _BAD_NAME, _LONG_NAME, _LONG_LABEL, _UNDEFINED_LIMIT = (-1 - i for i in range(len(_REFUSALS)))
 _NOT_INT = np.iinfo(np.int64).min  # a key int() rejects; never a lower bound
 _KEY_CACHE_SIZE = 100_000
+# Layouts cached per name of a metric without a definition: its pings agree on one, or a few across a change of
+# its definition between builds; a name whose pings disagree more stays on the general path, and the cache small.
+_PING_LAYOUTS = 8
 _INT_SLICE = 4096  # bucket counts converted at once (see _nonnegative)
 _EXACT_FLOAT = 2.0**53  # every int below this is exactly a float64
 _SPAN = MAX_BOUND + 2  # keys are compared per layout within this span, clipped to [-1, MAX_BOUND + 1]

@@ -36,7 +36,9 @@ class Known:
     """The accumulator's caches of metrics, per process, in the shape the scanner reads them.
 
     plain[p]: histogram name -> code; keyed[p]: name -> {label: code}, or None for a keyed histogram the job
-    excludes. A histogram's code is metric << 1, plus 1 for a count histogram's (its sum is a scalar-like value).
+    excludes. A histogram's code is metric << 1, plus 1 for a count histogram's (its sum is a scalar-like value);
+    for a metric without a definition, a dict of codes by the layout its pings give, (histogram_type,
+    bucket_count, low, high).
     scalars[p]: scalar name -> code; keyed_scalars[p]: name -> {label: code}, or None for an excluded one. A
     scalar's code is its metric, NAMED, or SKIP for a name the job excludes. simple[p], simple_nested[p]: the same
     of simple measurements, a value's name -> code, and an object's name -> {its value's name: code}."""

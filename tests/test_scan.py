@@ -4,9 +4,11 @@ checks against the plain-Python reference)."""
 
 import gzip
 import importlib.machinery
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -16,7 +18,7 @@ from aggregator.bounds import Limits
 from aggregator.extract import Accumulator, Options
 from aggregator.inputs import Lines, discover
 from aggregator.layouts import Definitions
-from aggregator.scan import Known, scan
+from aggregator.scan import KNOWN_ROW, METRIC, Known, Scanned, scan
 from aggregator.stats import RunStats
 from aggregator.tasks import aggregate_chunk
 from tests.test_aggregate import as_dict
@@ -321,6 +323,22 @@ def scalar_kinds_swapped(ping: dict) -> None:
     ping["payload"]["simpleMeasurements"] = {"uptime": 3, "nested": {"b": 2}, "flag": "no"}
 
 
+def undefined(kind: int, n: int, low: int, high: int, **fields) -> Callable[[dict], None]:
+    """A histogram "U" without a definition, and a keyed one "KU", in the layout (type, buckets, low, high), with
+    other `fields` when given."""
+
+    def change(ping: dict) -> None:
+        values = {str(low): 2, str(high): 1}
+        h = {"bucket_count": n, "histogram_type": kind, "sum": 3, "range": [low, high], "values": values} | fields
+        ping["payload"]["histograms"]["U"] = h
+        ping["payload"]["keyedHistograms"]["KU"] = {"u1": h, "u2": dict(h, sum=4)}
+
+    return change
+
+
+LINEAR, EXPONENTIAL, COUNT = (1, 5, 1, 10), (0, 10, 1, 1000), (4, 3, 1, 2)
+
+
 def in_order(*changes) -> list[bytes]:
     """One ping per change, each after a plain one: the scanner's caches are warm when the odd ones come."""
     return [line for change in changes for line in (orjson.dumps(base_ping()), variant(change))]
@@ -349,6 +367,21 @@ SEQUENCES = {
         lambda p: p["payload"]["processes"]["parent"].update(scalars={"a.b": [1]}),
         lambda p: p["payload"]["processes"]["parent"].update(keyedScalars={"k.s": {"x": "\u00e9"}}),
     ),
+    "a metric without a definition in one layout, another, and the first again": in_order(
+        undefined(*LINEAR), undefined(*EXPONENTIAL), undefined(*LINEAR), undefined(*EXPONENTIAL)
+    ),
+    "more layouts of a metric without a definition than are cached, twice": in_order(
+        *[undefined(1, n, 1, 10 + n) for n in range(3, 13)] * 2
+    ),
+    "a metric without a definition as a count histogram, laid out, and back": in_order(
+        undefined(*COUNT), undefined(*LINEAR), undefined(*COUNT), undefined(*LINEAR)
+    ),
+    "a metric without a definition whose layout is not plain integers": in_order(
+        undefined(*LINEAR),
+        undefined(*LINEAR, range=[1.0, 10]),
+        undefined(*LINEAR, bucket_count=True),
+        undefined(*LINEAR),
+    ),
     "an excluded keyed histogram beside a cached one": in_order(
         lambda p: p["payload"]["keyedHistograms"].update(
             VIDEO_DETAILED_DROPPED_FRAMES_PROPORTION=p["payload"]["keyedHistograms"]["K"]
@@ -369,3 +402,31 @@ def test_pings_that_meet_cached_metrics_aggregate_the_same_scanned_or_parsed(nam
     )
     limits = replace(Limits.from_settings(), labels=3)
     assert scanned_path(chunk, definitions, limits) == exact_path(chunk, definitions, limits)
+
+
+def test_a_metric_without_a_definition_is_found_by_the_layout_its_pings_give():
+    """Once a ping has given a metric without a definition its layout, the scanner finds the metric's next
+    histograms in that layout (plain and keyed) among the known ones, as it finds defined metrics; one in another
+    layout takes the general path."""
+    accumulator = Accumulator(Definitions(), Options())
+
+    def scanned(change) -> Scanned:
+        line = variant(change)
+        rest, found = scan(line, accumulator.known)
+        accumulator.add(orjson.loads(rest), found)
+        return found
+
+    def slow(found: Scanned) -> set[str]:
+        return {found.names[row[1] if row[1] >= 0 else row[0]] for rows in found.slow for row in rows if len(row) == 9}
+
+    def known(found: Scanned) -> set[tuple[str, str]]:
+        metrics = np.frombuffer(found.known_rows, dtype=np.int64).reshape(-1, KNOWN_ROW)[:, METRIC].tolist()
+        return {accumulator.metrics[m][:2] for m in metrics if accumulator.metrics[m][0] in ("U", "KU")}
+
+    ours = {"U", "u1", "u2"}  # the names and labels of U and KU
+    first = scanned(undefined(*LINEAR))
+    assert ours <= slow(first) and not known(first)
+    again = scanned(undefined(*LINEAR))
+    assert known(again) == {("U", ""), ("KU", "u1"), ("KU", "u2")} and not ours & slow(again)
+    other = scanned(undefined(*EXPONENTIAL))
+    assert ours <= slow(other) and not known(other)
