@@ -379,11 +379,12 @@ def main() -> None:
     shutil.rmtree(snapshots, ignore_errors=True)  # a former run's, stopped before it removed them
     load = os.getloadavg()[0]
     with pinned(CORE):
-        floor_run, job_run, pings_job_run, whole, pings_whole, phased = best_of(
+        floor_run, job_run, pings_job_run, undefined_job_run, whole, pings_whole, phased = best_of(
             args.repeat,
             stopwatch(lambda: floor(corpus.files)),
             stopwatch(lambda: aggregate(corpus.files, definitions)),
             stopwatch(lambda: aggregate(corpus.files, definitions, clients=False)),
+            stopwatch(lambda: aggregate(corpus.files, Definitions.load(None))),
             lambda: command_run(corpus, fresh(snapshots), command_env()),
             lambda: command_run(corpus, fresh(snapshots), command_env(), "--no-clients"),
             lambda: command_run(corpus, fresh(snapshots), command_env(DASK_BAG_OPTIMIZE="False")),
@@ -421,6 +422,7 @@ def main() -> None:
         single_core("floor: gunzip + `orjson.loads` of every line", floor_run),
         single_core("extraction + aggregation in one process (`aggregate_chunk` over every file)", job_run),
         single_core("the same, per-ping weighting only (`Options(clients=False)`)", pings_job_run),
+        single_core("the same, both weightings, without definition files (layouts from the pings)", undefined_job_run),
         single_core("`aggregator run --workers 1 --no-publish`, the whole run: what a user meets", whole),
         single_core("the same with `--no-clients`: per-ping weighting only", pings_whole),
         single_core("the same with `DASK_BAG_OPTIMIZE=False`, each function its own task (the phase run)", phased),
