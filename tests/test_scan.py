@@ -410,23 +410,28 @@ def test_a_metric_without_a_definition_is_found_by_the_layout_its_pings_give():
     layout takes the general path."""
     accumulator = Accumulator(Definitions(), Options())
 
-    def scanned(change) -> Scanned:
-        line = variant(change)
-        rest, found = scan(line, accumulator.known)
-        accumulator.add(orjson.loads(rest), found)
-        return found
+    def scanned(change) -> tuple[dict, Scanned]:
+        """The ping's payload, its containers replaced by their numbers, and what the scanner took from it."""
+        rest, found = scan(variant(change), accumulator.known)
+        ping = orjson.loads(rest)
+        accumulator.add(ping, found)
+        return ping["payload"], found
 
-    def slow(found: Scanned) -> set[str]:
-        return {found.names[row[1] if row[1] >= 0 else row[0]] for rows in found.slow for row in rows if len(row) == 9}
+    def slow(payload: dict, found: Scanned) -> set[tuple[str, str]]:
+        """(name, label) of the payload's histograms left to the general path."""
+        plain = {(found.names[row[0]], "") for row in found.rows_of(payload["histograms"])}
+        keyed = found.keyed_rows_of(payload["keyedHistograms"])
+        return plain | {(name, found.names[row[1]]) for name, rows in keyed for row in rows}
 
-    def known(found: Scanned) -> set[tuple[str, str]]:
+    def known(payload: dict, found: Scanned) -> set[tuple[str, str]]:
+        """(name, label) of U's and KU's histograms the scanner found among the known ones."""
         metrics = np.frombuffer(found.known_rows, dtype=np.int64).reshape(-1, KNOWN_ROW)[:, METRIC].tolist()
         return {accumulator.metrics[m][:2] for m in metrics if accumulator.metrics[m][0] in ("U", "KU")}
 
-    ours = {"U", "u1", "u2"}  # the names and labels of U and KU
+    ours = {("U", ""), ("KU", "u1"), ("KU", "u2")}
     first = scanned(undefined(*LINEAR))
-    assert ours <= slow(first) and not known(first)
+    assert ours <= slow(*first) and not known(*first)
     again = scanned(undefined(*LINEAR))
-    assert known(again) == {("U", ""), ("KU", "u1"), ("KU", "u2")} and not ours & slow(again)
+    assert known(*again) == ours and not ours & slow(*again)
     other = scanned(undefined(*EXPONENTIAL))
-    assert ours <= slow(other) and not known(other)
+    assert ours <= slow(*other) and not known(*other)
